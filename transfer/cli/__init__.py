@@ -1,0 +1,105 @@
+"""Command line: argparse wiring, the one place that prints, exits, or imports tqdm.
+
+Each command group lives in its own module with ``register(subparsers)``; every command function
+takes the parsed ``args`` and returns an exit code (or raises TransferError, caught once here).
+Exit codes: 0 ok, 1 failure, 2 usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import traceback
+
+from transfer import __version__
+from transfer.errors import TransferError
+
+# Modules that contribute commands; each has register(subparsers, parents).
+COMMAND_MODULES = [
+    "transfer.cli.remote",
+    "transfer.cli.bundle",
+    "transfer.cli.transfer_cmds",
+]
+
+EPILOG = """\
+examples:
+  transfer export localhost:5000/app:1.0 -o app.bundle      registry -> bundle
+  transfer ls app.bundle                                   what is inside
+  transfer verify app.bundle                               check every byte
+  transfer import app.bundle registry.local:5000           bundle -> registry (resumable)
+  transfer ls-remote localhost:5000                        repositories and tags of a registry
+
+Run 'transfer COMMAND --help' for the options of one command.
+"""
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every command accepts (before or after the command name)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("output")
+    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="log HTTP requests (never credentials) and show tracebacks")
+    g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="print nothing but errors")
+    g.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="print a machine-readable JSON result on stdout")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
+    parser = argparse.ArgumentParser(
+        prog="transfer",
+        description="Move container images between registries and across air gaps through a "
+        "compressed, digest-indexed, resumable bundle file.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"transfer {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue  # a command group not built yet
+        module.register(subparsers, [common])
+    return parser
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not debug:
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag in ("debug", "quiet", "json"):
+        if not hasattr(args, flag):
+            setattr(args, flag, False)
+    _setup_logging(args.debug)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except TransferError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"transfer: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("transfer: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1

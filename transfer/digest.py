@@ -1,0 +1,161 @@
+"""Digests (OCI image-spec ``descriptor.md``) and a reader that verifies what it streams."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import BinaryIO, Protocol
+
+from transfer.errors import IntegrityError, InvalidDigestError
+
+# algorithm -> (hashlib name, encoded length). Only registered algorithms are accepted, so a digest
+# can safely become a file name (no path characters, fixed length, lower-case hex).
+ALGORITHMS = {"sha256": ("sha256", 64), "sha512": ("sha512", 128)}
+_DIGEST_RE = re.compile(r"^(sha256|sha512):([a-f0-9]+)$")
+
+EMPTY_SHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+READ_SIZE = 1 << 20
+
+
+def validate_digest(value: str) -> str:
+    """Return ``value`` if it is a well-formed digest, else raise InvalidDigestError naming it."""
+    if not isinstance(value, str):
+        raise InvalidDigestError(f"invalid digest {value!r}: not a string")
+    m = _DIGEST_RE.match(value)
+    if not m or len(m.group(2)) != ALGORITHMS[m.group(1)][1]:
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise InvalidDigestError(
+            f"invalid digest {shown!r}: expected sha256:<64 hex> or sha512:<128 hex>, lower case"
+        )
+    return value
+
+
+def is_digest(value: str) -> bool:
+    try:
+        validate_digest(value)
+    except InvalidDigestError:
+        return False
+    return True
+
+
+class Digester:
+    """Incremental hash for one digest algorithm."""
+
+    def __init__(self, algorithm: str = "sha256") -> None:
+        self.algorithm = algorithm
+        self._h = hashlib.new(ALGORITHMS[algorithm][0])
+        self.size = 0
+
+    @classmethod
+    def for_digest(cls, digest: str) -> "Digester":
+        return cls(validate_digest(digest).split(":", 1)[0])
+
+    def update(self, data: bytes) -> None:
+        self._h.update(data)
+        self.size += len(data)
+
+    def digest(self) -> str:
+        return f"{self.algorithm}:{self._h.hexdigest()}"
+
+    def copy(self) -> "Digester":
+        other = Digester.__new__(Digester)
+        other.algorithm, other._h, other.size = self.algorithm, self._h.copy(), self.size
+        return other
+
+
+def digest_bytes(data: bytes, algorithm: str = "sha256") -> str:
+    d = Digester(algorithm)
+    d.update(data)
+    return d.digest()
+
+
+class Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class VerifyingReader:
+    """Wrap a raw stream; fail as soon as it yields more than ``size`` bytes, and at EOF unless the
+    byte count equals ``size`` and the digest equals ``digest``.
+
+    ``size`` may be None when unknown (then only the digest is checked). Reading is never buffered
+    beyond the caller's ``n``, so memory stays bounded.
+    """
+
+    def __init__(self, raw: Readable, digest: str, size: int | None, what: str = "") -> None:
+        self._raw = raw
+        self.expected_digest = validate_digest(digest)
+        self.expected_size = size
+        self.what = what or digest
+        self._digester = Digester.for_digest(digest)
+        self._done = False
+
+    @property
+    def position(self) -> int:
+        return self._digester.size
+
+    def read(self, n: int = -1) -> bytes:
+        if self._done:
+            return b""
+        limit = self._remaining_limit(n)
+        data = self._raw.read(limit)
+        if data:
+            self._digester.update(data)
+            if self.expected_size is not None and self._digester.size > self.expected_size:
+                raise IntegrityError(
+                    self.what, f"{self.expected_size} bytes", f"more than {self.expected_size} bytes"
+                )
+            return data
+        self._done = True
+        self._check_eof()
+        return b""
+
+    def _remaining_limit(self, n: int) -> int:
+        if n is None or n < 0:
+            n = READ_SIZE
+        if self.expected_size is not None:
+            # Ask for one byte past the declared size so an overlong stream is noticed.
+            n = min(n, self.expected_size - self._digester.size + 1)
+        return max(n, 1)
+
+    def _check_eof(self) -> None:
+        got_size = self._digester.size
+        if self.expected_size is not None and got_size != self.expected_size:
+            raise IntegrityError(self.what, f"{self.expected_size} bytes", f"{got_size} bytes")
+        actual = self._digester.digest()
+        if actual != self.expected_digest:
+            raise IntegrityError(self.what, self.expected_digest, actual)
+
+    def read_all(self, limit: int) -> bytes:
+        """Read the whole (small) stream, refusing more than ``limit`` bytes."""
+        parts, total = [], 0
+        while chunk := self.read(READ_SIZE):
+            total += len(chunk)
+            if total > limit:
+                raise IntegrityError(self.what, f"at most {limit} bytes", f"more than {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def drain(self) -> None:
+        """Read to EOF (verifying) and discard."""
+        while self.read(READ_SIZE):
+            pass
+
+    def close(self) -> None:
+        close = getattr(self._raw, "close", None)
+        if close:
+            close()
+
+    def __enter__(self) -> "VerifyingReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def copy_stream(src: Readable, dst: BinaryIO, chunk: int = READ_SIZE) -> int:
+    """Copy src to dst in bounded chunks; return the byte count."""
+    total = 0
+    while data := src.read(chunk):
+        dst.write(data)
+        total += len(data)
+    return total

@@ -1,0 +1,138 @@
+"""The exception tree. Every error the library raises on purpose is a TransferError.
+
+The CLI catches TransferError in one place and prints ``str(exc)``: one line a person can act on.
+No message may contain a credential or a token; registry URLs are stored with their query
+string removed (``_state`` and signed URLs stay out of logs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class TransferError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(TransferError):
+    """The command line or an argument is wrong (exit code 2)."""
+
+    exit_code = 2
+
+
+class InvalidReferenceError(TransferError, ValueError):
+    """An image reference, repository name, tag or digest does not parse."""
+
+    exit_code = 2
+
+
+class InvalidDigestError(InvalidReferenceError):
+    """A digest string is malformed or uses an unsupported algorithm."""
+
+
+class IntegrityError(TransferError):
+    """Bytes did not match their digest or declared size."""
+
+    def __init__(self, what: str, expected: str, actual: str, detail: str = "") -> None:
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+        msg = f"integrity check failed for {what}: expected {expected}, got {actual}"
+        super().__init__(msg + (f" ({detail})" if detail else ""))
+
+
+class UnsupportedManifestError(TransferError):
+    """A manifest cannot be carried faithfully (schema1, unknown media type, too large)."""
+
+
+class BundleError(TransferError):
+    """A bundle cannot be read or written."""
+
+
+class CorruptBundleError(BundleError):
+    """The bundle's bytes are damaged or hostile."""
+
+
+class UnsupportedBundleError(BundleError):
+    """The bundle uses a format version or feature this build does not know."""
+
+
+class TransferInterrupted(TransferError):
+    """The user interrupted a transfer; state was saved and it can be resumed (exit code 130)."""
+
+    exit_code = 130
+
+
+@dataclass
+class ErrorDetail:
+    """One entry of a registry's ``{"errors": [...]}`` body."""
+
+    code: str
+    message: str = ""
+    detail: Any = None
+
+
+class RegistryError(TransferError):
+    """A registry answered with an error status (or not at all).
+
+    ``url`` never carries a query string; ``retryable`` says whether the same request may succeed
+    if sent again (5xx, 429, connection failures).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        method: str = "",
+        url: str = "",
+        errors: list[ErrorDetail] | None = None,
+        retryable: bool = False,
+    ) -> None:
+        self.status = status
+        self.method = method
+        self.url = url
+        self.errors = errors or []
+        self.retryable = retryable
+        super().__init__(message)
+
+    @property
+    def codes(self) -> list[str]:
+        return [e.code for e in self.errors]
+
+
+class AuthenticationError(RegistryError):
+    """Credentials were refused or are missing (401/403, token endpoint failures)."""
+
+
+class NotFoundError(RegistryError):
+    """The repository, manifest, tag or blob does not exist (404)."""
+
+
+class RateLimitedError(RegistryError):
+    """429 Too Many Requests; ``retry_after`` is in seconds when the registry said."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        kw.setdefault("retryable", True)
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class UploadError(RegistryError):
+    """A blob upload session failed (invalid, unknown or expired session, rejected chunk)."""
+
+
+class RegistryUnreachableError(RegistryError):
+    """No connection could be made, or it broke (DNS, refused, reset, TLS, timeout)."""
+
+    def __init__(self, message: str, **kw: Any) -> None:
+        kw.setdefault("retryable", True)
+        super().__init__(message, **kw)
+
+
+__all__ = [
+    name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, Exception)
+] + ["ErrorDetail"]

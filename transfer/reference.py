@@ -1,0 +1,152 @@
+"""Image references: ``[host[:port]/]repo[:tag][@digest]`` by the Docker reference grammar
+(distribution ``reference/regexp.go``). Docker Hub defaults live only in this module."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from transfer.digest import validate_digest
+from transfer.errors import InvalidDigestError, InvalidReferenceError
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
+DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
+_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+HOST_RE = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?$")
+MAX_NAME_LENGTH = 255
+
+
+def validate_repository(name: str, whole: str | None = None) -> str:
+    """Return ``name`` if it is a valid repository path, else raise naming the bad part."""
+    if REPOSITORY_RE.match(name):
+        return name
+    context = f" in {whole!r}" if whole and whole != name else ""
+    if name != name.lower() and REPOSITORY_RE.match(name.lower()):
+        raise InvalidReferenceError(f"repository name {name!r}{context} must be lower case")
+    raise InvalidReferenceError(
+        f"invalid repository name {name!r}{context}: components are lower-case letters and digits "
+        "separated by '.', '_', '__' or '-', joined by '/'"
+    )
+
+
+def validate_tag(tag: str, whole: str | None = None) -> str:
+    if TAG_RE.match(tag):
+        return tag
+    context = f" in {whole!r}" if whole and whole != tag else ""
+    raise InvalidReferenceError(
+        f"invalid tag {tag!r}{context}: up to 128 of letters, digits, '_', '.', '-', "
+        "not starting with '.' or '-'"
+    )
+
+
+def _is_host(first: str) -> bool:
+    """Docker's rule: the first component is a registry if it has '.' or ':', is 'localhost', or
+    has upper case (which a repository cannot)."""
+    return "." in first or ":" in first or first == "localhost" or first != first.lower()
+
+
+def split_host(text: str) -> tuple[str | None, str]:
+    """Split ``host/rest`` when the first component is a host by Docker's rule."""
+    first, sep, rest = text.partition("/")
+    if sep and _is_host(first):
+        if not HOST_RE.match(first):
+            raise InvalidReferenceError(f"invalid registry host {first!r} in {text!r}")
+        return first, rest
+    return None, text
+
+
+def normalize_host(host: str) -> str:
+    return DOCKER_HUB if host.lower() in _HUB_ALIASES else host
+
+
+def endpoint_host(host: str) -> str:
+    """The host[:port] that serves the Registry API for ``host``."""
+    return DOCKER_HUB_ENDPOINT if normalize_host(host) == DOCKER_HUB else host
+
+
+@dataclass(frozen=True)
+class Reference:
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, *, default_tag: str | None = "latest") -> "Reference":
+        """Parse a reference. Without tag or digest, the tag is ``default_tag`` (Docker: latest)."""
+        if not text or text != text.strip():
+            raise InvalidReferenceError(f"invalid image reference {text!r}: empty or surrounded by spaces")
+        rest, digest = text, None
+        if "@" in text:
+            rest, _, digest = text.partition("@")
+            try:
+                validate_digest(digest)
+            except InvalidDigestError as exc:
+                raise InvalidReferenceError(f"{exc} in reference {text!r}") from None
+        host, path = split_host(rest)
+        tag = None
+        name, colon, maybe_tag = path.rpartition(":")
+        if colon and "/" not in maybe_tag:
+            path, tag = name, validate_tag(maybe_tag, text)
+        if not path:
+            raise InvalidReferenceError(f"invalid image reference {text!r}: no repository name")
+        registry = normalize_host(host) if host else DOCKER_HUB
+        if registry == DOCKER_HUB and "/" not in path:
+            path = "library/" + path
+        validate_repository(path, text)
+        if len(f"{registry}/{path}") > MAX_NAME_LENGTH:
+            raise InvalidReferenceError(f"image name in {text!r} is longer than {MAX_NAME_LENGTH} characters")
+        if tag is None and digest is None:
+            tag = default_tag
+        return cls(registry, path, tag, digest)
+
+    @property
+    def endpoint(self) -> str:
+        return endpoint_host(self.registry)
+
+    @property
+    def name(self) -> str:
+        return f"{self.registry}/{self.repository}"
+
+    def with_digest(self, digest: str) -> "Reference":
+        return Reference(self.registry, self.repository, self.tag, digest)
+
+    def __str__(self) -> str:
+        out = self.name
+        if self.tag:
+            out += f":{self.tag}"
+        if self.digest:
+            out += f"@{self.digest}"
+        return out
+
+
+@dataclass(frozen=True)
+class RegistryPath:
+    """``host[:port][/repo-or-prefix]`` as given to ls-remote, --catalog and import targets."""
+
+    registry: str
+    path: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> "RegistryPath":
+        if not text:
+            raise InvalidReferenceError("empty registry address")
+        host, _, path = text.strip("/").partition("/")
+        if not HOST_RE.match(host):
+            raise InvalidReferenceError(f"invalid registry host {host!r} in {text!r}")
+        if path:
+            validate_repository(path, text)
+        return cls(normalize_host(host), path)
+
+    @property
+    def endpoint(self) -> str:
+        return endpoint_host(self.registry)
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.path}" if self.path else self.registry
