@@ -8,6 +8,7 @@
   empty, stopped at teardown. ``opts`` go to ``Registry`` (tls, users, relative_urls, config,
   and for token mode grants, anonymous_pull, valid_for, expires_in, oauth_post).
 - ``skopeo`` (session): a ``Skopeo`` runner.
+- ``fault_proxy`` (function): factory ``fault_proxy(registry) -> FaultProxy`` (plain HTTP only).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.bed.images import Layout, Manifest, sample_set
+from tests.bed.proxy import FaultProxy
 from tests.bed.registry import Registry
 from tests.bed.skopeo import Seeded, Skopeo, seed_sample_set
 
@@ -75,3 +77,23 @@ def fresh_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
     finally:
         for registry in started:
             registry.stop()
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Callable[[Registry], FaultProxy]]:
+    """Factory: ``fault_proxy(registry) -> FaultProxy`` in front of a plain registry, stopped at
+    teardown."""
+    started: list[FaultProxy] = []
+
+    def start(registry: Registry) -> FaultProxy:
+        if registry.tls:
+            raise ValueError("the fault proxy forwards plain HTTP only")
+        proxy = FaultProxy(registry.host)
+        started.append(proxy)
+        return proxy.start()
+
+    try:
+        yield start
+    finally:
+        for proxy in started:
+            proxy.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import pytest
 import requests
@@ -118,3 +119,180 @@ def test_start_failure_raises_with_log_tail(tmp_path):
     with pytest.raises(RegistryStartError, match="log tail"):
         broken.start()
     assert broken.proc is None
+
+
+def test_missing_binary_fails_loudly(tmp_path, monkeypatch):
+    monkeypatch.setattr("tests.bed.registry.REGISTRY_BIN", str(tmp_path / "no-such-registry"))
+    with pytest.raises(RegistryStartError, match="apt-get install docker-registry"):
+        Registry(tmp_path).start()
+
+
+# -- token server -------------------------------------------------------------------------------
+
+def token_get(registry: Registry, scopes: list[str], auth=None, **params) -> requests.Response:
+    server = registry.token_server
+    return requests.get(server.realm, params={"service": server.service, "scope": scopes, **params},
+                        auth=auth, timeout=10)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_token_get_scopes_catalog_and_counts(token_registry):
+    server = token_registry.token_server
+    before = server.request_count
+    scopes = ["repository:sample/small:pull", "registry:catalog:*"]
+    reply = token_get(token_registry, scopes, auth=token_registry.auth)
+    assert reply.status_code == 200
+    assert server.request_count == before + 1
+    assert server.scopes_asked[-1] == scopes
+    catalog = raw_get(token_registry, "/v2/_catalog", headers=bearer(reply.json()["token"]))
+    assert catalog.status_code == 200
+    assert "sample/small" in catalog.json()["repositories"]
+    assert token_get(token_registry, scopes, auth=(token_registry.username, "wrong")).status_code == 401
+
+
+def test_token_grants_limit_access(fresh_registry):
+    registry = fresh_registry("token", users={"alice": "a-pw", "bob": "b-pw"},
+                              grants={"alice": {"repository:*": ["*"]}, "bob": {"repository:team/*": ["pull"]}})
+    scope = "repository:team/x:pull,push"
+    bob = token_get(registry, [scope], auth=("bob", "b-pw")).json()
+    assert bob["scope"] == "repository:team/x:pull"
+    refused = requests.post(f"{registry.url}/v2/team/x/blobs/uploads/", headers=bearer(bob["token"]), timeout=10)
+    assert refused.status_code == 401
+    assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+    alice = token_get(registry, [scope], auth=("alice", "a-pw")).json()
+    accepted = requests.post(f"{registry.url}/v2/team/x/blobs/uploads/", headers=bearer(alice["token"]), timeout=10)
+    assert accepted.status_code == 202
+
+
+def test_token_anonymous_pull(fresh_registry):
+    registry = fresh_registry("token", anonymous_pull=True)
+    anon = token_get(registry, ["repository:a/b:pull,push"]).json()
+    assert anon["scope"] == "repository:a/b:pull"
+    assert "refresh_token" not in token_get(registry, ["repository:a/b:pull"], offline_token="true").json()
+    closed = fresh_registry("token")
+    assert token_get(closed, ["repository:a/b:pull"]).json()["scope"] == ""
+
+
+def test_token_oauth2_post_password_and_refresh(token_registry):
+    server = token_registry.token_server
+    form = {"grant_type": "password", "username": token_registry.username, "password": token_registry.password,
+            "service": server.service, "scope": "repository:sample/small:pull registry:catalog:*",
+            "access_type": "offline", "client_id": "transfer-tests"}
+    first = requests.post(server.realm, data=form, timeout=10).json()
+    assert first["scope"] == "repository:sample/small:pull registry:catalog:*"
+    assert server.requests[-1].grant_type == "password"
+    refresh = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "service": server.service,
+               "scope": "repository:sample/app:pull", "client_id": "transfer-tests"}
+    second = requests.post(server.realm, data=refresh, timeout=10).json()
+    reply = raw_get(token_registry, "/v2/sample/app/tags/list", headers=bearer(second["access_token"]))
+    assert reply.status_code == 200
+    bad = requests.post(server.realm, data={**refresh, "refresh_token": "rt-unknown"}, timeout=10)
+    assert bad.status_code == 401
+
+
+def test_token_oauth2_post_can_be_disabled(fresh_registry):
+    registry = fresh_registry("token", oauth_post=False)
+    form = {"grant_type": "password", "username": registry.username, "password": registry.password}
+    assert requests.post(registry.token_server.realm, data=form, timeout=10).status_code == 404
+
+
+def test_token_expiry_gives_invalid_token(fresh_registry):
+    registry = fresh_registry("token", valid_for=2, expires_in=300)
+    reply = token_get(registry, ["repository:a/b:pull"], auth=registry.auth).json()
+    assert reply["expires_in"] == 300
+    assert raw_get(registry, "/v2/a/b/tags/list", headers=bearer(reply["token"])).status_code == 404
+    deadline = time.monotonic() + 4
+    while (late := raw_get(registry, "/v2/a/b/tags/list", headers=bearer(reply["token"]))).status_code != 401:
+        assert time.monotonic() < deadline, "token still accepted 4 s after issue"
+        time.sleep(0.2)
+    assert 'error="invalid_token"' in late.headers["WWW-Authenticate"]
+
+
+# -- fault proxy --------------------------------------------------------------------------------
+
+def test_proxy_forwards_and_counts(fresh_registry, fault_proxy, skopeo, sample_layout):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    layout, refs = sample_layout
+    app = refs["app"]
+    skopeo.seed(registry.via(proxy.host), layout, app, "via/proxy", "app")
+    uploaded = proxy.stats(None, r"/blobs/uploads/")
+    assert uploaded.request_bytes == sum(b.size for b in [app.config, *app.layers])
+    assert proxy.stats("PUT", r"/manifests/").request_bytes == app.size
+    location = requests.post(f"{proxy.url}/v2/via/proxy/blobs/uploads/", timeout=10).headers["Location"]
+    assert location.startswith(proxy.url + "/v2/via/proxy/blobs/uploads/")
+
+
+def test_proxy_rate_limit_then_passes(registry, fault_proxy):
+    proxy = fault_proxy(registry)
+    proxy.respond(429, "GET", r"^/v2/$", times=2, retry_after=3)
+    proxy.respond(503, "GET", r"/tags/list$", times=1, retry_after="Wed, 21 Oct 2015 07:28:00 GMT")
+    first, second, third = (requests.get(f"{proxy.url}/v2/", timeout=10) for _ in range(3))
+    assert [first.status_code, second.status_code, third.status_code] == [429, 429, 200]
+    assert first.headers["Retry-After"] == "3"
+    assert first.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
+    unavailable = requests.get(f"{proxy.url}/v2/sample/small/tags/list", timeout=10)
+    assert unavailable.status_code == 503
+    assert unavailable.headers["Retry-After"] == "Wed, 21 Oct 2015 07:28:00 GMT"
+    assert proxy.stats("GET", r"^/v2/$").statuses == [429, 429, 200]
+
+
+def test_proxy_skip_counts_matches_before_firing(registry, fault_proxy):
+    proxy = fault_proxy(registry)
+    proxy.respond(503, "GET", r"^/v2/$", skip=1, times=1)
+    statuses = [requests.get(f"{proxy.url}/v2/", timeout=10).status_code for _ in range(3)]
+    assert statuses == [200, 503, 200]
+
+
+def test_proxy_corrupts_one_byte(registry, fault_proxy, seeded):
+    proxy = fault_proxy(registry)
+    layer = seeded["small"].manifest.layers[0]
+    path = f"/v2/sample/small/blobs/{layer.digest}"
+    good = requests.get(registry.url + path, timeout=10).content
+    proxy.corrupt_response("GET", r"/blobs/sha256:", offset=1000)
+    bad = requests.get(proxy.url + path, timeout=10).content
+    assert len(bad) == len(good) == layer.size
+    assert [i for i in range(len(good)) if good[i] != bad[i]] == [1000]
+    assert requests.get(proxy.url + path, timeout=10).content == good  # times=1
+
+
+def test_proxy_cuts_response(registry, fault_proxy, seeded):
+    proxy = fault_proxy(registry)
+    layer = seeded["app"].manifest.layers[1]
+    proxy.cut_response("GET", r"/blobs/", after=70_000)
+    with pytest.raises(requests.exceptions.RequestException):
+        requests.get(f"{proxy.url}/v2/sample/app/blobs/{layer.digest}", timeout=10).content
+    assert proxy.stats("GET", r"/blobs/").response_bytes == 70_000
+
+
+def test_proxy_cuts_request_mid_upload(fresh_registry, fault_proxy):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    location = requests.post(f"{proxy.url}/v2/cut/x/blobs/uploads/", timeout=10).headers["Location"]
+    proxy.cut_request("PATCH", r"/blobs/uploads/", after=50_000)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.patch(location, data=b"x" * 200_000, timeout=10,
+                       headers={"Content-Type": "application/octet-stream"})
+    assert proxy.stats("PATCH").request_bytes == 50_000
+    deadline = time.monotonic() + 3  # the registry kept the partial body: the session is wedged
+    while (status := requests.get(location, timeout=10)).status_code != 404:
+        assert time.monotonic() < deadline, f"upload status still {status.status_code}"
+        time.sleep(0.1)
+    assert status.json()["errors"][0]["code"] == "BLOB_UPLOAD_INVALID"
+
+
+def test_proxy_stalls(registry, fault_proxy, seeded):
+    proxy = fault_proxy(registry)
+    proxy.stall(1.0, "GET", r"^/v2/$")
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(f"{proxy.url}/v2/", timeout=0.3)
+    assert requests.get(f"{proxy.url}/v2/", timeout=5).status_code == 200
+    layer = seeded["small"].manifest.layers[0]
+    proxy.stall(0.5, "GET", r"/blobs/", after=10_000)
+    began = time.monotonic()
+    body = requests.get(f"{proxy.url}/v2/sample/small/blobs/{layer.digest}", timeout=5).content
+    assert time.monotonic() - began >= 0.5
+    assert "sha256:" + hashlib.sha256(body).hexdigest() == layer.digest

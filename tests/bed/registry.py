@@ -17,6 +17,7 @@ purging. Nothing is skipped: a missing binary or a registry that does not answer
 from __future__ import annotations
 
 import atexit
+import copy
 import ctypes
 import http.client
 import json
@@ -99,11 +100,19 @@ class Registry:
         self.token_server: TokenServer | None = None
         self.proc: subprocess.Popen | None = None
         self.start_seconds = 0.0
+        self.host_override: str | None = None  # set on views made by via()
 
     # -- addresses and credentials ------------------------------------------------------------
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return self.host_override or f"127.0.0.1:{self.port}"
+
+    def via(self, host: str) -> "Registry":
+        """A view of this registry reached at ``host`` (e.g. a ``FaultProxy``): same mode,
+        credentials and certificates; ``stop()``/``restart()`` on the view do nothing."""
+        view = copy.copy(self)
+        view.host_override = host
+        return view
 
     @property
     def scheme(self) -> str:
@@ -193,6 +202,8 @@ class Registry:
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL after 5 s) and the token server. Idempotent."""
+        if self.host_override:
+            return
         self._stop_process()
         if self.token_server is not None:
             self.token_server.stop()
@@ -200,6 +211,8 @@ class Registry:
 
     def restart(self) -> None:
         """Stop and start again on the same port with the same storage, secret and token server."""
+        if self.host_override:
+            return
         self._stop_process()
         self._launch()
 
@@ -219,7 +232,7 @@ class Registry:
     def _launch(self) -> None:
         self.config_path.write_text(json.dumps(self.config(), indent=1))
         with open(self.log_path, "ab") as log:
-            log.write(f"--- starting on {self.host}\n".encode())
+            log.write(f"--- starting on 127.0.0.1:{self.port}\n".encode())
             self.proc = subprocess.Popen(
                 [REGISTRY_BIN, "serve", str(self.config_path)], stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
@@ -233,7 +246,7 @@ class Registry:
     # -- config and readiness -----------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """The registry configuration (distribution 2.8 keys) for the current port."""
-        http_cfg: dict[str, Any] = {"addr": self.host, "secret": SECRET,
+        http_cfg: dict[str, Any] = {"addr": f"127.0.0.1:{self.port}", "secret": SECRET,
                                     "relativeurls": self.relative_urls}
         if self.tls_files:
             http_cfg["tls"] = {"certificate": str(self.tls_files.server_cert),
