@@ -296,3 +296,39 @@ def test_proxy_stalls(registry, fault_proxy, seeded):
     body = requests.get(f"{proxy.url}/v2/sample/small/blobs/{layer.digest}", timeout=5).content
     assert time.monotonic() - began >= 0.5
     assert "sha256:" + hashlib.sha256(body).hexdigest() == layer.digest
+
+
+def test_restart_keeps_inflight_upload(fresh_registry):
+    registry = fresh_registry()
+    data = bytes(range(256)) * 400
+    headers = {"Content-Type": "application/octet-stream"}
+    location = requests.post(f"{registry.url}/v2/up/x/blobs/uploads/", timeout=10).headers["Location"]
+    location = requests.patch(location, data=data[:60_000], headers=headers, timeout=10).headers["Location"]
+    registry.restart()
+    location = requests.patch(location, data=data[60_000:], headers=headers, timeout=10).headers["Location"]
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    done = requests.put(f"{location}&digest={digest}", headers=headers, timeout=10)
+    assert done.status_code == 201
+    assert requests.get(f"{registry.url}/v2/up/x/blobs/{digest}", timeout=10).content == data
+
+
+def test_token_mode_over_tls(fresh_registry, skopeo, tmp_path):
+    registry = fresh_registry("token", tls=True)
+    assert registry.token_server.realm.startswith("https://127.0.0.1:")
+    layout = Layout(tmp_path / "layout")
+    image = layout.image("tls-token", [3000], docker=True, tag="t")
+    layout.save()
+    assert skopeo.seed(registry, layout, image, "secure/x", "t") == image.digest
+    assert registry.token_server.request_count >= 1
+
+
+def test_proxy_forwards_chunked_request_bodies(fresh_registry, fault_proxy):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    data = b"y" * 150_000
+    location = requests.post(f"{proxy.url}/v2/ch/x/blobs/uploads/", timeout=10).headers["Location"]
+    patched = requests.patch(location, data=iter([data[:70_000], data[70_000:]]), timeout=10,
+                             headers={"Content-Type": "application/octet-stream"})
+    assert patched.status_code == 202
+    assert patched.headers["Range"] == f"0-{len(data) - 1}"
+    assert proxy.stats("PATCH").request_bytes == len(data)

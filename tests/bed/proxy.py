@@ -29,8 +29,10 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterator
+
+from tests.bed.serve import BackgroundServer
 
 PIECE = 64 * 1024
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
@@ -93,25 +95,16 @@ class FaultProxy:
         self.rules: list[Rule] = []
         self.exchanges: list[Exchange] = []
         self.lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: BackgroundServer | None = None
 
     def start(self) -> "FaultProxy":
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
-        server.daemon_threads = True
-        server.proxy = self  # type: ignore[attr-defined]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="fault-proxy", daemon=True)
-        self._thread.start()
+        self._server = BackgroundServer(_ProxyHandler, self, "fault-proxy")
         return self
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
-            self._thread.join(timeout=5)
+            server.stop()
 
     def __enter__(self) -> "FaultProxy":
         return self.start()
@@ -121,7 +114,7 @@ class FaultProxy:
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        return f"127.0.0.1:{self._server.port}"
 
     @property
     def url(self) -> str:
@@ -194,10 +187,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     @property
     def proxy(self) -> FaultProxy:
-        return self.server.proxy  # type: ignore[attr-defined]
+        return self.server.owner  # type: ignore[attr-defined]
 
     def setup(self) -> None:
-        self.timeout = self.server.proxy.timeout  # type: ignore[attr-defined]
+        self.timeout = self.server.owner.timeout  # type: ignore[attr-defined]
         super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002

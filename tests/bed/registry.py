@@ -101,6 +101,7 @@ class Registry:
         self.proc: subprocess.Popen | None = None
         self.start_seconds = 0.0
         self.host_override: str | None = None  # set on views made by via()
+        self.seeded: dict = {}  # {ref: skopeo.Seeded}, filled by the session fixtures
 
     # -- addresses and credentials ------------------------------------------------------------
     @property

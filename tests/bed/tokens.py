@@ -28,12 +28,11 @@ import fnmatch
 import json
 import math
 import secrets
-import ssl
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from tests.bed.certs import TlsFiles, rsa_key, signer_cert_der
+from tests.bed.serve import BackgroundServer
 
 LEEWAY = 60  # distribution 2.8 registry/auth/token/token.go Leeway
 SERVICE = "transfer-test-registry"
@@ -105,35 +105,22 @@ class TokenServer:
             self.grants = {user: dict(ALL_ACCESS) for user in self.users}
             self.grants[None] = {"repository:*": ["pull"]} if self.anonymous_pull else {}
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: BackgroundServer | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self) -> "TokenServer":
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.token_server = self  # type: ignore[attr-defined]
-        if self.tls_files:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(self.tls_files.server_cert, self.tls_files.server_key)
-            server.socket = ctx.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="token-server", daemon=True)
-        self._thread.start()
+        self._server = BackgroundServer(_Handler, self, "token-server", self.tls_files)
         return self
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
-            self._thread.join(timeout=5)
+            server.stop()
 
     @property
     def realm(self) -> str:
         scheme = "https" if self.tls_files else "http"
-        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}/token"
+        return f"{scheme}://127.0.0.1:{self._server.port}/token"
 
     def registry_config(self, rootcertbundle: Path) -> dict[str, str]:
         return {"realm": self.realm, "service": self.service, "issuer": self.issuer,
@@ -206,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     @property
     def tokens(self) -> TokenServer:
-        return self.server.token_server  # type: ignore[attr-defined]
+        return self.server.owner  # type: ignore[attr-defined]
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr
         pass
