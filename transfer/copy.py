@@ -1,0 +1,259 @@
+"""The one copy algorithm, over any two stores (transfer.store).
+
+``plan_image`` reads an image's manifests from a source (exact bytes, verified) and lists every
+blob it needs; ``execute`` moves a set of plans children first: blobs (in parallel, skipping what the
+target has), then child manifests by digest, then roots, then tags. A manifest is never pushed before
+everything it references is present, so an interrupted run leaves nothing dangling, and running the
+same copy again is the resume: finished work is skipped by digest.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+
+from transfer.digest import VerifyingReader, digest_bytes
+from transfer.errors import TransferError, TransferInterrupted
+from transfer.interrupt import check as check_stop
+from transfer.models import MAX_MANIFEST_SIZE, Descriptor, ManifestView, Platform, parse_manifest
+from transfer.progress import NullProgress, Progress
+from transfer.store import Source, Target, read_manifest
+
+
+@dataclass
+class ImagePlan:
+    """One root manifest to copy from ``src_repo`` to ``dst_repo`` under ``tags``."""
+
+    src_repo: str
+    dst_repo: str
+    root: Descriptor
+    tags: list[str]
+    manifests: dict[str, tuple[Descriptor, bytes]] = field(default_factory=dict)  # children first
+    blobs: list[Descriptor] = field(default_factory=list)
+    label: str = ""
+    original_root: str | None = None  # set when platform filtering made a new root
+
+    def views(self) -> dict[str, ManifestView]:
+        return {d: parse_manifest(raw, desc.media_type, f"manifest {d}") for d, (desc, raw) in self.manifests.items()}
+
+    @property
+    def blob_bytes(self) -> int:
+        return sum(b.size for b in self.blobs)
+
+
+@dataclass
+class CopyStats:
+    images: int = 0
+    blobs_copied: int = 0
+    blobs_skipped: int = 0
+    manifests_copied: int = 0
+    manifests_skipped: int = 0
+    bytes_copied: int = 0
+    bytes_skipped: int = 0
+    tags_written: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (image label, error)
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["failures"] = [{"image": i, "error": e} for i, e in self.failures]
+        return d
+
+
+def plan_image(
+    src: Source,
+    src_repo: str,
+    root: Descriptor,
+    *,
+    dst_repo: str | None = None,
+    tags: list[str] | None = None,
+    platforms: list[Platform] | None = None,
+    label: str = "",
+) -> ImagePlan:
+    """Read the manifest graph under ``root`` and list what a copy must move."""
+    plan = ImagePlan(src_repo, dst_repo or src_repo, root, list(tags or []), label=label or root.digest)
+    raw = read_manifest(src, src_repo, root, MAX_MANIFEST_SIZE)
+    view = parse_manifest(raw, root.media_type, f"{plan.label} ({root.digest})")
+    if view.is_index and platforms:
+        root, raw, view = _filter_platforms(plan, root, raw, view, platforms)
+    _walk(src, src_repo, root, raw, view, plan, depth=0)
+    return plan
+
+
+def _walk(src: Source, repo: str, desc: Descriptor, raw: bytes, view: ManifestView, plan: ImagePlan, depth: int) -> None:
+    if depth > 4:
+        raise TransferError(f"{plan.label}: manifest nesting deeper than 4 levels at {desc.digest}")
+    for child in view.children():
+        if child.is_manifest:
+            if child.digest in plan.manifests:
+                continue
+            child_raw = read_manifest(src, repo, child, MAX_MANIFEST_SIZE)
+            child_view = parse_manifest(child_raw, child.media_type, f"{plan.label} child {child.digest}")
+            _walk(src, repo, child, child_raw, child_view, plan, depth + 1)
+        elif all(b.digest != child.digest for b in plan.blobs):
+            plan.blobs.append(child)
+    plan.manifests[desc.digest] = (desc, raw)
+
+
+def _filter_platforms(
+    plan: ImagePlan, root: Descriptor, raw: bytes, view: ManifestView, wanted: list[Platform]
+) -> tuple[Descriptor, bytes, ManifestView]:
+    """Keep only the index entries matching ``wanted``; a changed index is a new manifest."""
+    kept = [m for m in view.manifests if m.platform and any(m.platform.matches(w) for w in wanted)]
+    if not kept:
+        have = ", ".join(str(m.platform) for m in view.manifests if m.platform) or "none"
+        raise TransferError(f"{plan.label}: no platform matches {', '.join(map(str, wanted))} (index has {have})")
+    if len(kept) == len(view.manifests):
+        return root, raw, view
+    doc = json.loads(raw)
+    kept_digests = {m.digest for m in kept}
+    doc["manifests"] = [m for m in doc["manifests"] if m.get("digest") in kept_digests]
+    new_raw = json.dumps(doc, indent=3 if raw.startswith(b"{\n") else None).encode()
+    new_root = Descriptor(mediaType=root.media_type, digest=digest_bytes(new_raw), size=len(new_raw))
+    plan.original_root, plan.root = root.digest, new_root
+    return new_root, new_raw, parse_manifest(new_raw, root.media_type)
+
+
+class _ProgressReader:
+    """Report bytes read from a blob stream; a reopened stream rewinds what was reported."""
+
+    def __init__(self, raw: VerifyingReader, key: str, progress: Progress) -> None:
+        self._raw, self._key, self._progress, self.count = raw, key, progress, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        if data:
+            self.count += len(data)
+            self._progress.advance(self._key, len(data))
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def _bytes_opener(desc: Descriptor, raw: bytes):
+    return lambda: VerifyingReader(io.BytesIO(raw), desc.digest, desc.size, f"manifest {desc.digest}")
+
+
+class Copier:
+    """Runs plans against one source and one target."""
+
+    def __init__(self, src: Source, dst: Target, *, progress: Progress | None = None, jobs: int = 4,
+                 keep_going: bool = False) -> None:
+        self.src, self.dst = src, dst
+        self.progress = progress or NullProgress()
+        self.jobs = max(1, jobs if getattr(dst, "concurrent_push", True) else 1)
+        self.keep_going = keep_going
+        self.stats = CopyStats()
+        self._lock = threading.Lock()
+        self._failed_blobs: dict[str, str] = {}
+
+    def execute(self, plans: list[ImagePlan]) -> CopyStats:
+        blobs = self._unique_blobs(plans)
+        self._copy_blobs(blobs)
+        for plan in plans:
+            self._finish_image(plan)
+        return self.stats
+
+    def _unique_blobs(self, plans: list[ImagePlan]) -> list[tuple[ImagePlan, Descriptor]]:
+        seen: set[tuple[str, str]] = set()
+        out = []
+        for plan in plans:
+            for blob in plan.blobs:
+                key = (plan.dst_repo, blob.digest)
+                if key not in seen:
+                    seen.add(key)
+                    out.append((plan, blob))
+        return out
+
+    def _copy_blobs(self, blobs: list[tuple[ImagePlan, Descriptor]]) -> None:
+        todo = []
+        for plan, blob in blobs:
+            if self.dst.exists(plan.dst_repo, blob):
+                self._count_skip(blob, manifest=False)
+            else:
+                self.progress.planned(blob.digest, blob.size, blob.short())
+                todo.append((plan, blob))
+        if self.jobs == 1:
+            for plan, blob in todo:
+                self._guard(plan, blob, self._copy_blob)
+            return
+        pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="copy")
+        try:
+            futures = [pool.submit(self._guard, plan, blob, self._copy_blob) for plan, blob in todo]
+            for f in as_completed(futures):
+                f.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # blobs in flight finish or fail; no new ones
+            raise
+        pool.shutdown(wait=True)
+
+    def _guard(self, plan: ImagePlan, blob: Descriptor, fn) -> None:
+        try:
+            fn(plan, blob)
+        except TransferError as exc:
+            if not self.keep_going or isinstance(exc, TransferInterrupted):
+                raise
+            with self._lock:
+                self._failed_blobs[blob.digest] = str(exc)
+
+    def _copy_blob(self, plan: ImagePlan, blob: Descriptor) -> None:
+        check_stop()
+        self.progress.started(blob.digest)
+        readers: list[_ProgressReader] = []
+
+        def opener() -> _ProgressReader:
+            if readers:  # the target restarts the blob: take back what was reported
+                self.progress.advance(blob.digest, -readers[-1].count)
+            readers.append(_ProgressReader(self.src.fetch(plan.src_repo, blob), blob.digest, self.progress))
+            return readers[-1]
+
+        try:
+            self.dst.push(plan.dst_repo, blob, opener)
+        finally:
+            for r in readers:
+                r.close()
+        self.progress.finished(blob.digest)
+        with self._lock:
+            self.stats.blobs_copied += 1
+            self.stats.bytes_copied += blob.size
+
+    def _count_skip(self, desc: Descriptor, manifest: bool) -> None:
+        self.progress.skipped(desc.digest, desc.size, "present")
+        with self._lock:
+            if manifest:
+                self.stats.manifests_skipped += 1
+            else:
+                self.stats.blobs_skipped += 1
+                self.stats.bytes_skipped += desc.size
+
+    def _finish_image(self, plan: ImagePlan) -> None:
+        check_stop()
+        missing = [d for d in (b.digest for b in plan.blobs) if d in self._failed_blobs]
+        if missing:
+            self.stats.failures.append((plan.label, f"blob {missing[0]}: {self._failed_blobs[missing[0]]}"))
+            return
+        try:
+            self._push_manifests(plan)
+        except TransferError as exc:
+            if not self.keep_going or isinstance(exc, TransferInterrupted):
+                raise
+            self.stats.failures.append((plan.label, str(exc)))
+            return
+        self.stats.images += 1
+
+    def _push_manifests(self, plan: ImagePlan) -> None:
+        for digest, (desc, raw) in plan.manifests.items():  # children first, root last
+            if self.dst.exists(plan.dst_repo, desc):
+                self._count_skip(desc, manifest=True)
+            else:
+                self.dst.push(plan.dst_repo, desc, _bytes_opener(desc, raw))
+                self.stats.manifests_copied += 1
+        for tag in plan.tags:
+            self.dst.tag(plan.dst_repo, plan.root, tag)
+            self.stats.tags_written += 1
+        add_root = getattr(self.dst, "add_root", None)
+        if not plan.tags and add_root:
+            add_root(plan.dst_repo, plan.root)

@@ -1,0 +1,102 @@
+"""Inventories: what a registry (or an earlier bundle) already holds, by repository, so an export
+can leave out the blobs the destination has (a delta bundle).
+
+A blob counts as present only in the repositories the inventory lists it under: a registry serves
+a blob per repository, so a blob held elsewhere at the destination would still be missing there.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+
+from transfer import __version__
+from transfer.copy import plan_image
+from transfer.errors import NotFoundError, UsageError
+from transfer.reference import RegistryPath
+from transfer.store import Source
+
+FORMAT = "transfer-inventory/1"
+
+
+def _wanted(repo: str, include: list[str], exclude: list[str]) -> bool:
+    if include and not any(fnmatch.fnmatchcase(repo, g) for g in include):
+        return False
+    return not any(fnmatch.fnmatchcase(repo, g) for g in exclude)
+
+
+def build_inventory(store: Source, target: RegistryPath, *, include: list[str] | None = None,
+                    exclude: list[str] | None = None) -> dict:
+    """Walk every tag of every (selected) repository: tags, manifest digests and blob digests."""
+    repos = [target.path] if target.path else store.repositories()
+    inventory: dict = {"format": FORMAT, "registry": target.registry, "tool_version": __version__,
+                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       "repositories": {}, "blobs": {}}
+    for repo in repos:
+        if _wanted(repo, include or [], exclude or []):
+            _add_repository(store, repo, inventory)
+    inventory["blobs"] = {d: sorted(r) for d, r in sorted(inventory["blobs"].items())}
+    return inventory
+
+
+def _add_repository(store: Source, repo: str, inventory: dict) -> None:
+    try:
+        tags = store.tags(repo)
+    except NotFoundError:
+        return
+    entry = inventory["repositories"].setdefault(repo, {"tags": {}, "manifests": []})
+    manifests: set[str] = set()
+    for tag in tags:
+        root = store.resolve(repo, tag)
+        entry["tags"][tag] = root.digest
+        plan = plan_image(store, repo, root, label=f"{repo}:{tag}")
+        manifests.update(plan.manifests)
+        for blob in plan.blobs:
+            inventory["blobs"].setdefault(blob.digest, set()).add(repo)
+    entry["manifests"] = sorted(manifests)
+
+
+def write_inventory(inventory: dict, path: str) -> None:
+    """Write atomically, so a cut run never leaves a half inventory that looks whole."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".inventory-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(inventory, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_inventory(path: str) -> dict[str, set[str]]:
+    """digest -> repositories holding it, from an inventory file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read inventory {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("blobs"), dict):
+        raise UsageError(f"{path} is not a transfer inventory (expected format {FORMAT})")
+    return {d: set(r) for d, r in data["blobs"].items() if isinstance(r, list)}
+
+
+def bundle_holdings(path: str) -> dict[str, set[str]]:
+    """digest -> repositories, for the blobs an earlier bundle carried or expected (``--since``)."""
+    from transfer.bundle import BundleReader
+
+    held: dict[str, set[str]] = {}
+    with BundleReader(path) as reader:
+        for entry in reader.entries:
+            plan = plan_image(reader, entry.repository, reader.resolve(entry.repository, entry.digest))
+            for blob in plan.blobs:
+                held.setdefault(blob.digest, set()).add(entry.repository)
+    return held
+
+
+def load_have(have: str | None, since: str | None) -> dict[str, set[str]]:
+    held: dict[str, set[str]] = {}
+    for source in ([read_inventory(have)] if have else []) + ([bundle_holdings(since)] if since else []):
+        for digest, repos in source.items():
+            held.setdefault(digest, set()).update(repos)
+    return held
