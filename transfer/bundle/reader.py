@@ -17,7 +17,7 @@ from transfer.bundle.format import CatalogEntry, ChunkEntry, IndexDoc
 from transfer.bundle.stream import ContentStream, PayloadReader, ScanResult, read_exact, read_record_header, scan_part
 from transfer.digest import VerifyingReader, is_digest
 from transfer.errors import BundleError, CorruptBundleError, IntegrityError, NotFoundError
-from transfer.models import Descriptor
+from transfer.models import MAX_MANIFEST_SIZE, Descriptor, parse_manifest
 
 _PART_RE = re.compile(r"^(.*)\.(\d{3})$")
 
@@ -140,7 +140,7 @@ class BundleReader:
     def _info(self) -> BundleInfo:
         last = self.parts[-1].doc
         expected = last.parts if last.final else None
-        why = [f"part {p.number}: {p.index_problem}" for p in self.parts if p.index_problem]
+        why = [str(p.index_problem) for p in self.parts if p.index_problem]
         if not (last.final and last.complete):
             why.append(
                 "the export did not finish, or later parts are missing" if self.split
@@ -167,8 +167,7 @@ class BundleReader:
             "parts": [p.number for p in scanned],
             "records": sum(p.scan.records for p in scanned if p.scan),
             "dropped_bytes": sum(p.scan.dropped_bytes for p in scanned if p.scan),
-            "problems": [f"{p.path}: {p.index_problem}" for p in scanned]
-            + [f"{p.path}: {p.scan.problem}" for p in scanned if p.scan and p.scan.problem],
+            "problems": [p.index_problem for p in scanned] + [p.scan.problem for p in scanned if p.scan and p.scan.problem],
         }
 
     # ---- catalog ------------------------------------------------------------------------------
@@ -247,6 +246,22 @@ class BundleReader:
                 "bytes are in the parts present (insert the next part)"
             )
         return VerifyingReader(self.open_range(desc.digest), desc.digest, desc.size, f"{desc.digest} in {self.path}")
+
+    def image_size(self, digest: str) -> int:
+        """Bytes of a root and everything it references that the bundle stores, each counted once."""
+        seen: set[str] = set()
+        todo = [digest]
+        while todo:
+            d = todo.pop()
+            if d in seen or not self.has(d):
+                continue
+            seen.add(d)
+            desc = self.descriptor(d)
+            if desc.is_manifest and len(seen) < 100_000:
+                with self.fetch("", desc) as stream:
+                    view = parse_manifest(stream.read_all(MAX_MANIFEST_SIZE), desc.media_type, d)
+                todo.extend(c.digest for c in view.children())
+        return sum(self.descriptor(d).size for d in seen)
 
     def close(self) -> None:
         """Nothing stays open between calls; kept for the context manager and symmetry."""

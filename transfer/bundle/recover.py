@@ -46,6 +46,6 @@ def _rewrite(part: LoadedPart, complete: bool, catalog: list[CatalogEntry], expe
     if part.scan:
         summary["records"] += part.scan.records
         summary["dropped_bytes"] += part.scan.dropped_bytes
-        summary["problems"].append(f"{part.path}: {part.index_problem}")
+        summary["problems"].append(part.index_problem)
         if part.scan.problem:
-            summary["problems"].append(f"{part.path}: {part.scan.problem}")
+            summary["problems"].append(part.scan.problem)

@@ -190,6 +190,7 @@ class ScanResult:
 def scan_part(fh: BinaryIO, size: int, what: str) -> ScanResult:
     """Read one part's records from the start, checking every header and payload checksum, and
     stop at the first record that is torn or damaged (everything after it is dropped)."""
+    fh.seek(0)
     head = fmt.decode_file_header(read_exact(fh, fmt.FILE_HEADER_SIZE, what), what)
     doc = IndexDoc(head.part, head.set_id.hex(), False, False, None, "", "", "", [], [], [])
     res = ScanResult(doc, fmt.FILE_HEADER_SIZE)
