@@ -1,0 +1,431 @@
+"""BundleWriter: a bundle as a Target. Append-only; an interrupted export continues the same file.
+
+Each content record is written as a zeroed header, then its payload (streamed, hashed and
+compressed once), then the real header over the zeros. A crash leaves at most one torn record at
+the end, which reopening drops. The index and trailer go at the end of each part; only close()
+after a successful export marks the bundle complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import zstandard
+
+from transfer import __version__
+from transfer.bundle import format as fmt
+from transfer.bundle.format import CatalogEntry, ChunkEntry, IndexDoc, RecordHeader
+from transfer.bundle.reader import LoadedPart, find_parts, load_part
+from transfer.bundle.stream import ContentStream
+from transfer.digest import READ_SIZE, Readable, VerifyingReader
+from transfer.errors import BundleError, UnsupportedManifestError
+from transfer.models import MAX_MANIFEST_SIZE, Descriptor, Platform, parse_manifest
+from transfer.reference import validate_repository, validate_tag
+from transfer.store import BlobOpener
+
+MIN_SPLIT_SIZE = 64 << 10
+ZSTD_MARGIN = 160  # frame end, block headers and the compress bound's constant term
+
+
+def zstd_bound(n: int) -> int:
+    """An upper bound of the compressed size of ``n`` bytes in one frame (ZSTD_compressBound)."""
+    return n + (n >> 8) + ZSTD_MARGIN
+
+
+def format_created(created: dt.datetime | str | None) -> str:
+    if isinstance(created, str):
+        return created
+    when = created or dt.datetime.now(dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Part:
+    number: int
+    path: str
+    fh: BinaryIO
+    chunks: list[ChunkEntry] = field(default_factory=list)
+    chunk_bytes: int = 0  # JSON bytes the chunk entries add to this part's index
+
+
+class _ChunkSink:
+    """Writes one record's payload: stored as is, or one zstd frame; never past ``limit`` bytes."""
+
+    def __init__(self, fh: BinaryIO, codec: int, cctx: zstandard.ZstdCompressor, limit: int | None) -> None:
+        self._fh, self._limit = fh, limit
+        self._z = cctx.compressobj() if codec == fmt.ZSTD else None
+        self.stored = self.length = self.crc = self._unflushed = 0
+
+    def fill(self, pending: memoryview, src: Readable) -> tuple[memoryview, bool]:
+        """Write from ``pending`` then ``src`` until EOF (True) or the record is full (False)."""
+        while True:
+            if not pending:
+                pending = memoryview(src.read(READ_SIZE))
+                if not pending:
+                    return pending, True
+            n = self._fits(len(pending))
+            if n == 0:
+                return pending, False
+            self._feed(pending[:n])
+            pending = pending[n:]
+
+    def _fits(self, want: int) -> int:
+        if self._limit is None:
+            return want
+        if self._z is None:
+            return min(want, self._limit - self.stored)
+        if self.stored + zstd_bound(self._unflushed + want) <= self._limit:
+            return want
+        if self._unflushed:  # learn exactly what is out so far, then size the next piece
+            self._emit(self._z.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK))
+            self._unflushed = 0
+        n = min(want, (self._limit - self.stored - ZSTD_MARGIN) * 256 // 257)
+        return max(n, 0)
+
+    def _feed(self, data: memoryview) -> None:
+        self.length += len(data)
+        if self._z is None:
+            self._emit(data)
+            return
+        self._unflushed += len(data)
+        self._emit(self._z.compress(data))
+
+    def _emit(self, out: bytes | memoryview) -> None:
+        if out:
+            self._fh.write(out)
+            self.crc = zlib.crc32(out, self.crc)
+            self.stored += len(out)
+
+    def finish(self) -> None:
+        if self._z is not None:
+            self._emit(self._z.flush())
+
+
+def append_index(fh: BinaryIO, doc: IndexDoc) -> int:
+    """Write the index record and trailer at the current position, end the file there and sync
+    it; return the file's size."""
+    data = fmt.encode_index(doc)
+    digest = fmt.sha256(data)
+    start = fh.tell()
+    h = RecordHeader(fmt.INDEX, fmt.NONE, digest, fmt.INDEX_TYPE, len(data), 0, len(data), len(data), zlib.crc32(data))
+    flags = fmt.TRAILER_COMPLETE | fmt.TRAILER_FINAL if doc.complete else 0
+    fh.write(fmt.encode_record_header(h) + data)
+    fh.write(fmt.encode_trailer(fmt.Trailer(start, len(data), bytes.fromhex(digest[7:]), flags)))
+    fh.truncate()
+    fh.flush()
+    os.fsync(fh.fileno())
+    return fh.tell()
+
+
+class BundleWriter:
+    """Writes a bundle (see docs/bundle-format.md); implements transfer.store.Target."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        split_size: int | None = None,
+        level: int = 3,
+        threads: int = 0,
+        source_registry: str = "",
+        created: dt.datetime | str | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        if split_size is not None and split_size < MIN_SPLIT_SIZE:
+            raise BundleError(f"split size {split_size} is too small (at least {MIN_SPLIT_SIZE} bytes)")
+        self.path, self.split_size = os.fspath(path), split_size
+        self._cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+        self.created, self.source_registry = format_created(created), source_registry
+        self._chunks: dict[str, list[ChunkEntry]] = {}
+        self._catalog: dict[tuple[str, str, str], CatalogEntry] = {}
+        self._expected: dict[str, dict[str, Any]] = {}
+        self._shared_bytes = 0  # JSON bytes of catalog and expected entries in every index
+        self._parts: list[_Part] = []
+        self.bytes_written = self.blobs_written = 0
+        self._closed = False
+        existing = self._existing_parts()
+        if existing and not overwrite:
+            self._resume(existing)
+        else:
+            for p in existing:
+                os.remove(p)
+            seed = f"{self.created}\0{source_registry}\0{split_size}".encode()
+            self._set_id = hashlib.sha256(seed).digest()[:16]
+            self._start_part(1)
+
+    # ---- parts --------------------------------------------------------------------------------
+
+    def _part_path(self, number: int) -> str:
+        return self.path if self.split_size is None else f"{self.path}.{number:03d}"
+
+    def _existing_parts(self) -> list[str]:
+        if self.split_size is None:
+            if os.path.isfile(self.path + ".001"):
+                raise BundleError(f"{self.path}: a split bundle exists here; give the same split size to continue it")
+            return [self.path] if os.path.isfile(self.path) and os.path.getsize(self.path) else []
+        if os.path.isfile(self.path):
+            raise BundleError(f"{self.path}: an unsplit bundle exists here; continue it without a split size")
+        try:
+            return list(find_parts(self.path)[2].values())
+        except BundleError:
+            return []
+
+    def _start_part(self, number: int) -> None:
+        if number > fmt.MAX_PART_NUMBER:
+            raise BundleError(f"{self.path}: more than {fmt.MAX_PART_NUMBER} parts; use a larger split size")
+        path = self._part_path(number)
+        fh = open(path, "w+b")
+        fh.write(fmt.encode_file_header(number, self._set_id))
+        self._parts.append(_Part(number, path, fh))
+        meta = {"created": self.created, "source_registry": self.source_registry, "tool_version": __version__}
+        self._write_small(fmt.META, fmt.META_TYPE, meta, 0)
+
+    @property
+    def _part(self) -> _Part:
+        return self._parts[-1]
+
+    def _index_reserve(self) -> int:
+        """Bytes to keep free at the end of the part for its index record and trailer."""
+        fixed = 2048 + len(self.created) + len(self.source_registry) * 6 + len(__version__)
+        return fixed + self._shared_bytes + self._part.chunk_bytes + fmt.TRAILER_SIZE
+
+    def _room(self, needed: int) -> bool:
+        if self.split_size is None:
+            return True
+        return self._part.fh.tell() + needed + self._index_reserve() <= self.split_size
+
+    def _ensure_room(self, needed: int) -> None:
+        if self._room(needed):
+            return
+        self._finish_part(complete=False)
+        self._start_part(self._part.number + 1)
+        if not self._room(needed):
+            raise BundleError(
+                f"{self.path}: split size {self.split_size} leaves no room for a record of {needed} "
+                "bytes next to the index; use a larger split size"
+            )
+
+    def _finish_part(self, complete: bool) -> None:
+        part = self._part
+        doc = IndexDoc(
+            part.number, self._set_id.hex(), complete, complete, part.number if complete else None,
+            self.created, __version__, self.source_registry, part.chunks,
+            list(self._catalog.values()), list(self._expected.values()),
+        )
+        end = append_index(part.fh, doc)
+        part.fh.close()
+        if self.split_size is not None and end > self.split_size:
+            raise BundleError(f"{part.path}: the index outgrew the split size (a bug: please report)")
+
+    # ---- resuming -----------------------------------------------------------------------------
+
+    def _resume(self, paths: list[str]) -> None:
+        """Continue an existing bundle: keep its complete records, drop a torn tail and the index."""
+        loaded = [load_part(p, recover=True) for p in paths]
+        expected = list(range(1, len(loaded) + 1))
+        if [p.number for p in loaded] != expected or len({p.set_id for p in loaded}) > 1:
+            raise BundleError(f"{self.path}: cannot continue: parts are missing or belong to different bundles")
+        last = loaded[-1]
+        self._set_id = last.set_id
+        self.created = last.doc.created or self.created
+        self.source_registry = last.doc.source_registry or self.source_registry
+        for part in loaded:
+            self._load(part)
+        fh = open(last.path, "r+b")
+        fh.truncate(last.records_end)
+        fh.seek(last.records_end)
+        self._parts.append(_Part(last.number, last.path, fh, list(last.doc.chunks)))
+        self._part.chunk_bytes = sum(len(fmt.dumps(c.to_json())) + 1 for c in last.doc.chunks)
+
+    def _load(self, part: LoadedPart) -> None:
+        for c in part.doc.chunks:
+            self._chunks.setdefault(c.digest, []).append(c)
+        for e in part.doc.catalog:
+            self._add_catalog(e)
+        for d in part.doc.expected:
+            self._add_expected(d)
+
+    def _add_catalog(self, entry: CatalogEntry) -> None:
+        self._catalog[entry.key] = entry
+        self._shared_bytes += len(fmt.dumps(entry.to_json())) + 1
+
+    def _add_expected(self, desc: dict[str, Any]) -> None:
+        self._expected[desc["digest"]] = desc
+        self._shared_bytes += len(fmt.dumps(desc)) + 1
+
+    # ---- small records ------------------------------------------------------------------------
+
+    def _write_small(self, rtype: int, media_type: str, obj: Any, index_growth: int) -> None:
+        data = fmt.dumps(obj)
+        h = RecordHeader(rtype, fmt.NONE, fmt.sha256(data), media_type, len(data), 0, len(data), len(data), zlib.crc32(data))
+        if rtype != fmt.META:
+            self._ensure_room(h.length + len(data) + index_growth)
+        self._part.fh.write(fmt.encode_record_header(h) + data)
+        self.bytes_written += h.length + len(data)
+
+    # ---- Target ------------------------------------------------------------------------------
+
+    def stored(self, digest: str) -> bool:
+        """True if the whole content of ``digest`` is in the bundle (not just expected)."""
+        return self._available(digest) == (self._chunks[digest][0].size if digest in self._chunks else -1)
+
+    def _available(self, digest: str) -> int:
+        pos = 0
+        for c in sorted(self._chunks.get(digest, []), key=lambda c: c.chunk_offset):
+            if c.chunk_offset == pos:
+                pos += c.chunk_length
+        return pos
+
+    def exists(self, repo: str, desc: Descriptor) -> bool:
+        return desc.digest in self._expected or self.stored(desc.digest)
+
+    def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener) -> None:
+        """Stream, verify and store ``desc``; on any failure nothing claims the digest."""
+        self._check_open()
+        if self.stored(desc.digest):
+            return
+        part = self._part
+        mark = (part.number, part.fh.tell(), len(part.chunks), part.chunk_bytes, self.bytes_written)
+        try:
+            with VerifyingReader(open_blob(), desc.digest, desc.size, f"{desc.digest} of {repo}") as src:
+                entries = self._write_content(desc, src)
+        except BaseException:
+            self._rollback(*mark)
+            raise
+        self._chunks.setdefault(desc.digest, []).extend(entries)
+        self.blobs_written += 1
+
+    def _write_content(self, desc: Descriptor, src: VerifyingReader) -> list[ChunkEntry]:
+        offset = self._available(desc.digest)  # a prefix left by an interrupted run (split sets)
+        while src.position < offset:
+            src.read(min(READ_SIZE, offset - src.position))
+        first = memoryview(src.read(READ_SIZE))
+        if offset:
+            codec = fmt.CODECS[self._chunks[desc.digest][-1].codec]
+        else:
+            codec = fmt.choose_codec(desc.media_type, bytes(first[:8]))
+        entries: list[ChunkEntry] = []
+        while True:
+            entry, first, done = self._write_chunk(desc, codec, offset, first, src)
+            entries.append(entry)
+            offset += entry.chunk_length
+            if done:
+                return entries
+            self._finish_part(complete=False)
+            self._start_part(self._part.number + 1)
+
+    def _write_chunk(
+        self, desc: Descriptor, codec: int, offset: int, pending: memoryview, src: Readable
+    ) -> tuple[ChunkEntry, memoryview, bool]:
+        hlen = fmt.header_length(desc.digest, desc.media_type)
+        self._ensure_room(hlen + min(4096, zstd_bound(desc.size - offset)))
+        fh, start = self._part.fh, self._part.fh.tell()
+        fh.write(bytes(hlen))  # zeros: a record torn here has no valid header
+        limit = None if self.split_size is None else self.split_size - self._index_reserve() - start - hlen
+        sink = _ChunkSink(fh, codec, self._cctx, limit)
+        pending, done = sink.fill(pending, src)
+        sink.finish()
+        entry = ChunkEntry(
+            desc.digest, desc.media_type, desc.size, fmt.CODEC_NAMES[codec], start, sink.stored,
+            offset, sink.length, self._part.number,
+        )
+        fh.seek(start)
+        fh.write(fmt.encode_record_header(entry.header(sink.crc)))
+        fh.seek(0, os.SEEK_END)
+        self._part.chunks.append(entry)
+        self._part.chunk_bytes += len(fmt.dumps(entry.to_json())) + 1
+        self.bytes_written += hlen + sink.stored
+        return entry, pending, done
+
+    def _rollback(self, number: int, pos: int, count: int, chunk_bytes: int, written: int) -> None:
+        """Undo a failed push: drop parts started during it and truncate back to where it began."""
+        while self._part.number > number:
+            part = self._parts.pop()
+            part.fh.close()
+            os.remove(part.path)
+        part = self._part
+        if part.fh.closed:
+            part.fh = open(part.path, "r+b")
+        part.fh.truncate(pos)
+        part.fh.seek(pos)
+        del part.chunks[count:]
+        part.chunk_bytes, self.bytes_written = chunk_bytes, written
+
+    def tag(self, repo: str, desc: Descriptor, tag: str) -> None:
+        self.add_root(repo, desc, validate_tag(tag))
+
+    def add_root(self, repo: str, desc: Descriptor, tag: str | None = None) -> None:
+        """Record ``desc`` (a manifest already pushed) as a root of ``repo``, tagged or by digest."""
+        self._check_open()
+        validate_repository(repo)
+        if not self.stored(desc.digest):
+            raise BundleError(f"{self.path}: cannot add {repo}:{tag or desc.digest}: manifest {desc.digest} was not pushed first")
+        media_type = self._chunks[desc.digest][0].media_type
+        entry = CatalogEntry(repo, tag, desc.digest, media_type, self._platforms(desc.digest, media_type), desc.size)
+        if self._catalog.get(entry.key) == entry:
+            return
+        self._write_small(fmt.ROOT, fmt.ROOT_TYPE, entry.to_json(), len(fmt.dumps(entry.to_json())) + 1)
+        self._add_catalog(entry)
+
+    def expect(self, desc: Descriptor) -> None:
+        """Record ``desc`` as present at the destination already (a delta bundle leaves it out)."""
+        self._check_open()
+        if desc.digest in self._expected:
+            return
+        obj = desc.model_dump(mode="json", by_alias=True, exclude_none=True)
+        self._write_small(fmt.EXPECT, fmt.EXPECT_TYPE, obj, len(fmt.dumps(obj)) + 1)
+        self._add_expected(obj)
+
+    def _read_back(self, digest: str, limit: int) -> bytes:
+        self._part.fh.flush()
+        chain = sorted(self._chunks[digest], key=lambda c: c.chunk_offset)
+        stream = ContentStream([(self._part_path(c.part), c) for c in chain], 0, self.path)
+        with VerifyingReader(stream, digest, chain[0].size) as reader:
+            return reader.read_all(limit)
+
+    def _platforms(self, digest: str, media_type: str) -> list[str]:
+        view = parse_manifest(self._read_back(digest, MAX_MANIFEST_SIZE), media_type, digest)
+        if view.is_index:
+            return sorted({str(d.platform) for d in view.manifests if d.platform})
+        if view.config is None or not self.stored(view.config.digest):
+            return []
+        try:
+            config = Platform.model_validate_json(self._read_back(view.config.digest, MAX_MANIFEST_SIZE))
+        except ValueError:
+            return []  # an artifact's config, not an image's
+        return [str(config)]
+
+    # ---- closing ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BundleError(f"{self.path}: the bundle writer is closed")
+
+    def close(self) -> None:
+        """Write the final index, marked complete: call only after a successful export."""
+        if not self._closed:
+            self._closed = True
+            self._finish_part(complete=True)
+
+    def abort(self) -> None:
+        """Write an index marked incomplete (the export can be continued later)."""
+        if not self._closed:
+            self._closed = True
+            self._finish_part(complete=False)
+
+    def __enter__(self) -> "BundleWriter":
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+__all__ = ["BundleWriter", "UnsupportedManifestError"]

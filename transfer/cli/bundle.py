@@ -1,0 +1,130 @@
+"""Commands that look at a bundle file: ls, verify, recover."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from transfer.bundle import BundleReader, rewrite_index
+from transfer.bundle.verify import VerifyReport, verify
+
+BUNDLE_HELP = "the bundle file, a split set's name (NAME for NAME.001, NAME.002, ...) or one part NAME.00N"
+
+
+def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser(
+        "ls", parents=parents, formatter_class=fmt, help="list the images in a bundle",
+        description="List every repository, tag (or untagged root), platforms and size in a bundle, "
+        "and say loudly if the bundle is incomplete (an export that did not finish, or parts missing).",
+        epilog="example:\n  transfer ls app.bundle\n  transfer ls --json dvd.bundle.001",
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help=BUNDLE_HELP)
+    p.set_defaults(func=cmd_ls)
+    p = subparsers.add_parser(
+        "verify", parents=parents, formatter_class=fmt, help="check every byte of a bundle",
+        description="Read every record of the bundle and check its checksum, size and digest; check "
+        "the index checksum; and check that every manifest's children are in the bundle (or declared "
+        "expected at the destination). Prints each problem with the digest at fault; exits 1 if "
+        "there is any. Given one part NAME.00N of a split set, checks that part on its own.",
+        epilog="examples:\n  transfer verify app.bundle\n  transfer verify app.bundle.002      "
+        "one part, e.g. as soon as a DVD is burnt\n  transfer verify --repair app.bundle  "
+        "also rebuild a damaged index (same as 'transfer recover')",
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help=BUNDLE_HELP)
+    p.add_argument("--repair", action="store_true", help="rebuild a missing or damaged index from the records")
+    p.set_defaults(func=cmd_verify)
+    p = subparsers.add_parser(
+        "recover", parents=parents, formatter_class=fmt, help="rebuild the index of a damaged or interrupted bundle",
+        description="Scan the records of a bundle whose index is missing or damaged (a crash, a full "
+        "disk, a cut copy), keep every complete record, drop a torn tail and write a valid index. "
+        "The result is marked incomplete: run the same export again to finish it (it continues "
+        "the file), or, once 'transfer verify' is clean, pass --mark-complete.",
+        epilog="example:\n  transfer recover app.bundle && transfer verify app.bundle",
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help=BUNDLE_HELP)
+    p.add_argument("--mark-complete", action="store_true",
+                   help="mark the recovered bundle complete (only if you know the export had finished)")
+    p.set_defaults(func=cmd_recover)
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _status(reader: BundleReader) -> str:
+    info = reader.info
+    if info.complete:
+        return "complete"
+    return "INCOMPLETE: " + "; ".join(info.why_incomplete)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    with BundleReader(args.bundle) as reader:
+        info = reader.info
+        rows = [(e, reader.image_size(e.digest)) for e in reader.entries]
+        if args.json:
+            images = [dict(e.to_json(), total_size=size) for e, size in rows]
+            print(json.dumps({"bundle": reader.path, "complete": info.complete, "info": info.__dict__,
+                              "images": images}, indent=2))
+            return 0
+        parts = f", parts {','.join(map(str, info.parts_present))} of {info.parts_expected or '?'}" if info.split else ""
+        print(f"{reader.path}: {_status(reader)}")
+        print(f"created {info.created} by transfer {info.tool_version} from {info.source_registry or '(unknown)'}{parts}")
+        table = [("REPOSITORY", "TAG", "DIGEST", "PLATFORMS", "SIZE")]
+        for e, size in rows:
+            table.append((e.repository, e.tag or "<none>", e.digest[:19], ",".join(e.platforms) or "-", _human(size)))
+        widths = [max(len(r[i]) for r in table) for i in range(5)]
+        for r in table:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    report = verify(args.bundle)
+    if args.json:
+        print(json.dumps({"bundle": report.path, "ok": report.ok, "complete": report.complete,
+                          "records": report.records, "bytes": report.bytes, "notes": report.notes,
+                          "problems": [{"digest": p.digest, "message": p.message} for p in report.problems]}, indent=2))
+    else:
+        _print_report(report, args.quiet)
+    if args.repair and any("index" in p.message for p in report.problems):
+        summary = rewrite_index(args.bundle)
+        if not args.quiet and not args.json:
+            print(f"repaired: wrote a new index for part(s) {', '.join(map(str, summary['parts']))}")
+    return 0 if report.ok else 1
+
+
+def _print_report(report: VerifyReport, quiet: bool) -> None:
+    for p in report.problems:
+        print(f"PROBLEM {p}", file=sys.stdout)
+    if quiet:
+        return
+    for note in report.notes:
+        print(f"note: {note}")
+    verdict = "OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
+    state = "complete" if report.complete else "INCOMPLETE"
+    print(f"{report.path}: {verdict}; {report.records} records, {_human(report.bytes)} checked; bundle {state}")
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    summary = rewrite_index(args.bundle, mark_complete=args.mark_complete)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    if not summary["parts"]:
+        print(f"{args.bundle}: every index is valid; nothing to recover")
+        return 0
+    for problem in summary["problems"]:
+        print(f"found: {problem}")
+    print(f"recovered {summary['records']} complete records, dropped {_human(summary['dropped_bytes'])} of torn tail; "
+          f"wrote a new index for part(s) {', '.join(map(str, summary['parts']))}"
+          + ("" if args.mark_complete else " (marked incomplete: run the export again to finish it)"))
+    return 0
