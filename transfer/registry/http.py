@@ -223,6 +223,7 @@ class Transport:
             response = self.session.request(
                 method, url, headers=headers, data=data, params=params, stream=True,
                 timeout=self.timeout, allow_redirects=allow_redirects,
+                verify=self.policy.verify,  # explicit: REQUESTS_CA_BUNDLE must not undo --insecure
             )
         except requests.exceptions.SSLError as exc:
             raise RegistryUnreachableError(f"{method} {strip_query(url)}: TLS error: {_reason(exc)}",
