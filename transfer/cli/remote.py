@@ -144,7 +144,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     p = subparsers.add_parser(
         "ls-remote", parents=[*parents, registry_options()], formatter_class=fmt,
         help="list the repositories of a registry, or the tags of one repository",
-        description="List what a registry holds: with HOST, its repositories (the registry's "
+        description="List what a registry holds: with HOST, its repositories (the registry's\n"
         "catalog; --tags adds every tag); with HOST/REPO, the tags of that repository. Sorted.",
         epilog="examples:\n  transfer ls-remote localhost:5000\n  transfer ls-remote localhost:5000 --tags"
         "\n  transfer ls-remote registry.local:5000/team/app --json\n\n" + CREDENTIALS_HELP)
@@ -155,8 +155,8 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     p = subparsers.add_parser(
         "login", parents=[*parents], formatter_class=fmt,
         help="check credentials for a registry and save them",
-        description="Check a user name and password against a registry (including its token "
-        "server) and save them as 'docker login' does: base64 'auth' in the auths of the "
+        description="Check a user name and password against a registry (including its token\n"
+        "server) and save them as 'docker login' does: base64 'auth' in the auths of the\n"
         "credentials file (mode 0600), or through the configured credential helper.",
         epilog="examples:\n  transfer login registry.local:5000 -u alice        (asks for the password)\n"
         "  cat pw.txt | transfer login registry.local:5000 -u alice --password-stdin\n\n" + CREDENTIALS_HELP)

@@ -34,6 +34,9 @@ from transfer.errors import (
 from transfer.registry.tls import TLSPolicy
 
 log = logging.getLogger("transfer.registry")
+# urllib3's debug lines carry full URLs with query strings (upload _state, signed URLs): keep them
+# out even under --debug; our own log lines above say the same without the query.
+logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 
 MAX_ERROR_BODY = 64 << 10
 USER_AGENT = f"transfer/{__version__}"
