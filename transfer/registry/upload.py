@@ -1,0 +1,486 @@
+"""``ChunkedUploader``: resumable blob uploads (a ``BlobUploader`` for ``RegistryStore``).
+
+Small blobs go up in one PUT; large ones in sequential PATCH chunks (``Content-Range: a-b``),
+always following the newest Location, then ``PUT ?digest=`` (empty, or carrying the last chunk).
+The offset is kept on the client side; ``Range`` answers are advisory (followed when they say the
+registry holds fewer bytes, ignored when absent or the ambiguous ``0-0``).
+
+After every acknowledged chunk the session (Location, offset) is saved in an ``UploadJournal``, so
+a new process continues the blob from where the registry stands. A chunk that breaks midway
+(connection lost, 5xx, 416) leads to ``GET <Location>``: its Range says where to continue. When the
+registry cannot say (distribution 2.8 answers 404 BLOB_UPLOAD_INVALID once a PATCH broke) or the
+session expired, the session is cancelled (best effort) and that one blob restarts from a new
+POST. Everything is bounded: failures in a row per blob, restarts per blob, backoff between.
+
+Per-registry quirks (chunk minimum and maximum, monolithic only, last chunk in the PUT, whether
+Range can be believed) come from ``RegistrySettings``: built-in defaults for ECR, GHCR and
+GAR/GCR, overridden by a JSON or TOML file (``load_registry_settings``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import tempfile
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from transfer.digest import Readable, VerifyingReader
+from transfer.errors import NotFoundError, RegistryError, UploadError, UsageError
+from transfer.interrupt import check
+from transfer.models import Descriptor
+from transfer.registry.client import RegistryClient, UploadStatus
+from transfer.registry.journal import JournalEntry, UploadJournal
+from transfer.sizes import format_size, parse_size
+from transfer.store import BlobOpener
+
+DEFAULT_CHUNK_SIZE = 16 << 20  # chosen with benchmarks/bench_chunk_size.py (see docs in the module)
+MAX_CHUNK_MIN = 1 << 30  # OCI-Chunk-Min-Length is honoured up to this
+SPOOL_IN_MEMORY = 64 << 20  # larger chunks are spooled to a temporary file
+MAX_BACKOFF = 30.0
+
+OpenSession = Callable[[], UploadStatus]
+
+
+# -- per-registry settings ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """How to upload to one kind of registry."""
+
+    min_chunk: int | None = None  # every chunk but the last at least this long (ECR: 5 MiB)
+    max_chunk: int | None = None  # no PATCH body longer than this (GHCR: 4 MiB)
+    monolithic_only: bool = False  # no chunked uploads at all (GAR, GCR)
+    last_chunk_in_put: bool = False  # send the final chunk in the PUT, not an empty PUT (ECR)
+    trust_range: bool = True  # believe Range answers (ECR's stops advancing after one PATCH)
+
+
+BUILTIN_SETTINGS: dict[str, RegistrySettings] = {
+    "*.dkr.ecr.*.amazonaws.com": RegistrySettings(min_chunk=5 << 20, last_chunk_in_put=True, trust_range=False),
+    "ghcr.io": RegistrySettings(max_chunk=4 << 20),
+    "*-docker.pkg.dev": RegistrySettings(monolithic_only=True),
+    "gcr.io": RegistrySettings(monolithic_only=True),
+    "*.gcr.io": RegistrySettings(monolithic_only=True),
+}
+_SIZE_FIELDS = {"min_chunk", "max_chunk"}
+_BOOL_FIELDS = {f.name for f in fields(RegistrySettings)} - _SIZE_FIELDS
+
+
+def load_registry_settings(path: str | Path) -> dict[str, RegistrySettings]:
+    """Read ``{"registries": {"<host glob>": {"min_chunk": "5MiB", "monolithic_only": true, ...}}}``
+    from a JSON file, or the same shape from TOML (``[registries."ghcr.io"]``) for ``*.toml``."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
+    except OSError as exc:
+        raise UsageError(f"registry settings {path}: cannot read it ({exc.strerror})") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"registry settings {path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({exc})") from None
+    table = data.get("registries") if isinstance(data, dict) else None
+    if not isinstance(table, dict):
+        raise UsageError(f"registry settings {path}: expected a \"registries\" table of host globs")
+    return {str(glob): _settings_from(value, f"{path}: {glob}") for glob, value in table.items()}
+
+
+def _settings_from(value: Any, where: str) -> RegistrySettings:
+    if not isinstance(value, dict):
+        raise UsageError(f"registry settings {where}: expected a table of settings")
+    unknown = set(value) - _SIZE_FIELDS - _BOOL_FIELDS
+    if unknown:
+        raise UsageError(f"registry settings {where}: unknown setting {sorted(unknown)[0]!r}")
+    kw: dict[str, Any] = {}
+    for name, item in value.items():
+        if name in _SIZE_FIELDS:
+            kw[name] = parse_size(item, f"registry settings {where} {name}") or None
+        elif not isinstance(item, bool):
+            raise UsageError(f"registry settings {where} {name}: expected true or false")
+        else:
+            kw[name] = item
+    return RegistrySettings(**kw)
+
+
+def settings_for(host: str, table: Mapping[str, RegistrySettings] | None = None) -> RegistrySettings:
+    """The first entry of ``table``, then of BUILTIN_SETTINGS, whose glob matches ``host`` (with
+    or without its port); defaults otherwise."""
+    names = {host.lower(), host.lower().rsplit(":", 1)[0]}
+    for glob, settings in [*(table or {}).items(), *BUILTIN_SETTINGS.items()]:
+        if any(fnmatch.fnmatchcase(name, glob.lower()) for name in names):
+            return settings
+    return RegistrySettings()
+
+
+def effective_chunk_size(configured: int, settings: RegistrySettings, min_chunk: int | None = None) -> int:
+    """``configured`` raised to the settings' and the registry's minimum (OCI-Chunk-Min-Length,
+    at most 1 GiB), then capped at the settings' maximum (a hard limit, it wins)."""
+    size = max(configured, settings.min_chunk or 0, min(min_chunk or 0, MAX_CHUNK_MIN))
+    if settings.max_chunk:
+        size = min(size, settings.max_chunk)
+    return max(size, 1)
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+@dataclass
+class UploadStats:
+    """What the uploader did (for the import summary). Byte counts are request bodies the
+    registry acknowledged."""
+
+    blobs: int = 0  # blobs completed (chunked or monolithic; mounts are not counted)
+    monolithic: int = 0  # of which in one PUT
+    chunks_sent: int = 0  # acknowledged PATCHes, plus final PUTs that carried bytes
+    bytes_sent: int = 0
+    bytes_resumed: int = 0  # bytes a journal resume did not send again
+    blobs_resumed: int = 0  # blobs continued from the journal
+    blobs_restarted: int = 0  # times a blob was restarted from a new POST
+    status_queries: int = 0  # GET <Location> asked after a failure or on resume
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.stats = UploadStats()
+        self._lock = threading.Lock()
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self.stats, name, getattr(self.stats, name) + n)
+
+
+# -- the blob's bytes --------------------------------------------------------------------------
+
+class _Window:
+    """A read-only view of ``length`` bytes of ``file`` from ``start`` (one request body)."""
+
+    def __init__(self, file: Any, start: int, length: int) -> None:
+        self._file, self._left = file, length
+        file.seek(start)
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        data = self._file.read(n) if n else b""
+        self._left -= len(data)
+        return data
+
+
+class _BlobCursor:
+    """The blob's bytes from any offset: the source stream, verified (size and digest at EOF), read
+    forward, and the current chunk spooled so it can be sent again (auth retry, partial resend)."""
+
+    def __init__(self, open_blob: BlobOpener, desc: Descriptor) -> None:
+        self._open, self.desc = open_blob, desc
+        self._reader: VerifyingReader | None = None
+        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+        self.start = self.end = 0  # the spooled window [start, end)
+
+    def _skip_to(self, offset: int) -> None:
+        if self._reader is None or offset < self._reader.position:
+            self.close_stream()
+            self._reader = VerifyingReader(self._open(), self.desc.digest, self.desc.size,
+                                           what=f"blob {self.desc.digest}")
+        while self._reader.position < offset:
+            if not self._reader.read(min(1 << 20, offset - self._reader.position)):
+                break  # EOF: VerifyingReader has raised on a short stream
+
+    def load(self, start: int, end: int) -> None:
+        """Make bytes [start, end) ready to send; at the blob's end the digest is checked."""
+        if self.start <= start and end <= self.end:
+            return
+        self._skip_to(start)
+        assert self._reader is not None
+        self._spool.seek(0)
+        self._spool.truncate()
+        while self._reader.position < end:
+            data = self._reader.read(min(1 << 20, end - self._reader.position))
+            if not data:
+                break
+            self._spool.write(data)
+        if end == self.desc.size:
+            self._reader.read(1)  # EOF: raises IntegrityError unless size and digest match
+        self.start, self.end = start, end
+
+    def body(self, start: int, end: int) -> Callable[[], Readable]:
+        """A body opener for bytes [start, end) of the loaded window (callable again on a retry)."""
+        assert self.start <= start <= end <= self.end
+        return lambda: _Window(self._spool, start - self.start, end - start)
+
+    def close_stream(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+    def close(self) -> None:
+        self.close_stream()
+        self._spool.close()
+
+
+# -- the uploader ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Session:
+    location: str
+    offset: int  # bytes the registry holds (as far as we know)
+    min_chunk: int | None = None
+
+
+class _SessionLost(Exception):
+    """The upload session cannot be continued: restart the blob from a new POST."""
+
+
+class ChunkedUploader:
+    """A resumable ``BlobUploader``. ``chunk_size``: PATCH size before per-registry limits;
+    ``threshold``: largest blob sent in one PUT (default: the chunk size); ``settings``: host glob
+    -> RegistrySettings (before the built-in ones); ``journal``: where sessions in flight are
+    saved; ``source``: the caller's id for the bytes, stored in journal entries."""
+
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE, *, threshold: int | None = None,
+                 settings: Mapping[str, RegistrySettings] | None = None,
+                 journal: UploadJournal | None = None, source: str = "", max_restarts: int = 3,
+                 max_failures: int = 5, backoff: float = 0.5,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if chunk_size < 1:
+            raise UsageError(f"chunk size must be positive, not {chunk_size}")
+        self.chunk_size = chunk_size
+        self.threshold = threshold
+        self.settings = dict(settings or {})
+        self.journal = journal
+        self.source = source
+        self.max_restarts = max_restarts
+        self.max_failures = max_failures
+        self.backoff = backoff
+        self.sleep = sleep
+        self._counters = _Counters()
+
+    @property
+    def stats(self) -> UploadStats:
+        return self._counters.stats
+
+    def count(self, **counts: int) -> None:
+        self._counters.add(**counts)
+
+    def pause(self, attempt: int) -> None:
+        """Back off before retry number ``attempt`` (0: no wait)."""
+        if attempt > 0:
+            self.sleep(min(MAX_BACKOFF, self.backoff * 2 ** (attempt - 1)))
+
+    def upload(self, client: RegistryClient, repo: str, desc: Descriptor, open_blob: BlobOpener,
+               open_session: OpenSession) -> None:
+        blob = _BlobUpload(self, client, repo, desc, open_blob, open_session)
+        try:
+            blob.run()
+        finally:
+            blob.cursor.close()
+
+
+class _BlobUpload:
+    """One blob's upload: sessions, chunks, recovery and journal entries."""
+
+    def __init__(self, up: ChunkedUploader, client: RegistryClient, repo: str, desc: Descriptor,
+                 open_blob: BlobOpener, open_session: OpenSession) -> None:
+        self.up, self.client, self.repo, self.desc = up, client, repo, desc
+        self.open_blob, self.open_session = open_blob, open_session
+        self.settings = settings_for(client.host, up.settings)
+        self.cursor = _BlobCursor(open_blob, desc)
+        self.failures = 0  # failures in a row since the last acknowledged request
+        self.resumed = 0
+        self.location: str | None = None  # the newest Location of the session in use
+
+    @property
+    def what(self) -> str:
+        return f"blob {self.desc.digest} ({format_size(self.desc.size)}) to {self.client.host}/{self.repo}"
+
+    def run(self) -> None:
+        session = self._resumed()
+        last_reason = ""
+        for restart in range(self.up.max_restarts + 1):
+            try:
+                self._upload(session)
+                self._forget()
+                return
+            except _SessionLost as lost:
+                last_reason = str(lost)
+            if self._landed():
+                self._forget()
+                return
+            self._restart(restart)
+            session = None
+        raise UploadError(f"upload of {self.what} failed: the session was lost "
+                          f"{self.up.max_restarts + 1} times; last: {last_reason}")
+
+    def _upload(self, session: _Session | None) -> None:
+        if session is None:
+            status = self.open_session()
+            if status.mounted:
+                return
+            session = _Session(status.location, 0, status.min_chunk)
+            self.location = session.location
+            if not self._monolithic(session):
+                self._save(session)
+        if self._monolithic(session) and session.offset == 0:
+            self._put_whole(session)
+        else:
+            self._send_chunks(session)
+        self.up.count(blobs=1)
+
+    def _chunk(self, session: _Session) -> int:
+        return effective_chunk_size(self.up.chunk_size, self.settings, session.min_chunk)
+
+    def _monolithic(self, session: _Session) -> bool:
+        threshold = self.up.threshold if self.up.threshold is not None else self._chunk(session)
+        return self.settings.monolithic_only or self.desc.size <= threshold
+
+    def _restart(self, restart: int) -> None:
+        if self.location is not None:
+            self.client.cancel_upload(self.location, self.repo)
+        self.location = None
+        self._forget()
+        self.up.count(blobs_restarted=1, bytes_resumed=-self.resumed)
+        self.resumed, self.failures = 0, 0
+        self.up.pause(restart + 1)
+
+    # -- journal --------------------------------------------------------------------------------
+    @property
+    def _key(self) -> tuple[str, str, str]:
+        return (self.client.host, self.repo, self.desc.digest)
+
+    def _save(self, session: _Session) -> None:
+        self.location = session.location
+        if self.up.journal is not None:
+            self.up.journal.save(JournalEntry(*self._key, location=session.location, offset=session.offset,
+                                              size=self.desc.size, source=self.up.source,
+                                              min_chunk=session.min_chunk))
+
+    def _forget(self) -> None:
+        if self.up.journal is not None:
+            self.up.journal.remove(*self._key)
+
+    def _resumed(self) -> _Session | None:
+        """The journal's session for this blob, where the registry says it stands; None (and the
+        entry dropped, the session cancelled) when it cannot be continued."""
+        entry = self.up.journal.get(*self._key) if self.up.journal else None
+        if entry is None:
+            return None
+        try:
+            self.up.count(status_queries=1)
+            status = self.client.upload_status(entry.location, self.repo)
+            held = self._held(status, entry.offset, after_failure=False)
+        except (RegistryError, _SessionLost):
+            self.client.cancel_upload(entry.location, self.repo)
+            self._forget()
+            return None
+        self.resumed, self.location = held, status.location
+        self.up.count(blobs_resumed=1, bytes_resumed=held)
+        return _Session(status.location, held, entry.min_chunk)
+
+    # -- sending --------------------------------------------------------------------------------
+    def _put_whole(self, session: _Session) -> None:
+        def body() -> VerifyingReader:
+            return VerifyingReader(self.open_blob(), self.desc.digest, self.desc.size, what=f"blob {self.desc.digest}")
+
+        try:
+            self.client.finish_upload(session.location, self.repo, self.desc.digest, body=body, length=self.desc.size)
+        except RegistryError as exc:
+            if exc.retryable or exc.status in (400, 404, 416):
+                raise _SessionLost(str(exc)) from None
+            raise
+        self.up.count(monolithic=1, chunks_sent=1, bytes_sent=self.desc.size)
+
+    def _send_chunks(self, session: _Session) -> None:
+        size, chunk = self.desc.size, self._chunk(session)
+        while True:
+            if session.offset < size:
+                check(f"upload of blob {self.desc.digest}")
+                window = self.cursor
+                keep = window.start <= session.offset < window.end
+                end = window.end if keep else min(session.offset + chunk, size)
+                window.load(session.offset, end)
+            else:
+                end = size
+            if end == size and (session.offset == size or self.settings.last_chunk_in_put):
+                next_session = self._finish(session)
+                if next_session is None:
+                    return
+                session = next_session
+                continue
+            session = self._patch(session, end)
+            self._save(session)
+
+    def _patch(self, session: _Session, end: int) -> _Session:
+        start = session.offset
+        try:
+            status = self.client.patch_upload(session.location, self.repo, self.cursor.body(start, end),
+                                              start, end - start)
+        except RegistryError as exc:
+            return self._recover(session, exc)
+        self.failures = 0
+        self.up.count(chunks_sent=1, bytes_sent=end - start)
+        held = self._held(status, end, after_failure=False)
+        if held > end:
+            raise _SessionLost(f"the registry says it holds {held} bytes after {end} were sent")
+        return _Session(status.location, held, session.min_chunk)
+
+    def _finish(self, session: _Session) -> _Session | None:
+        """PUT ``?digest=`` (with the rest of the blob, if any): None when the blob is complete,
+        else the session to continue from."""
+        start, size = session.offset, self.desc.size
+        body = self.cursor.body(start, size) if start < size else None
+        try:
+            self.client.finish_upload(session.location, self.repo, self.desc.digest, body=body, length=size - start)
+        except RegistryError as exc:
+            if self._landed():
+                return None
+            if exc.status == 400:  # DIGEST_INVALID: distribution has cancelled the session
+                raise _SessionLost(str(exc)) from None
+            return self._recover(session, exc)
+        self.up.count(chunks_sent=1 if body else 0, bytes_sent=size - start)
+        return None
+
+    # -- recovery -------------------------------------------------------------------------------
+    def _recover(self, session: _Session, exc: RegistryError) -> _Session:
+        """After a failed PATCH or PUT: ask the registry where the upload stands."""
+        if isinstance(exc, NotFoundError):
+            raise _SessionLost(str(exc))
+        if not (exc.retryable or exc.status == 416):
+            raise exc
+        while True:
+            self.failures += 1
+            if self.failures > self.up.max_failures:
+                raise _SessionLost(f"{self.failures - 1} failures in a row; last: {exc}")
+            self.up.pause(self.failures)
+            self.up.count(status_queries=1)
+            try:
+                status = self.client.upload_status(session.location, self.repo)
+            except RegistryError as query_exc:
+                if isinstance(query_exc, NotFoundError) or not query_exc.retryable:
+                    raise _SessionLost(str(query_exc)) from None
+                exc = query_exc
+                continue
+            held = self._held(status, session.offset, after_failure=True)
+            self.location = status.location
+            return _Session(status.location, held, session.min_chunk)
+
+    def _held(self, status: UploadStatus, own: int, *, after_failure: bool) -> int:
+        """Bytes the registry holds per ``status``. Without a believable Range (absent, not
+        trusted by the settings) that is ``own`` (the journal's count) on a resume, but unknown
+        after a failure; the ambiguous ``0-0`` keeps ``own``."""
+        end = status.range_end
+        if end is None or not self.settings.trust_range:
+            if after_failure:
+                raise _SessionLost("the registry did not say how many bytes it holds")
+            return own
+        if end == 0:
+            return own
+        if end + 1 > self.desc.size:
+            raise _SessionLost(f"the registry says it holds {end + 1} bytes of a {self.desc.size}-byte blob")
+        return end + 1
+
+    def _landed(self) -> bool:
+        """Is the blob in the repository already (a PUT whose answer was lost)?"""
+        try:
+            return self.client.blob_size(self.repo, self.desc.digest) == self.desc.size
+        except RegistryError:
+            return False
