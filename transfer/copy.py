@@ -144,7 +144,8 @@ class Copier:
                  keep_going: bool = False) -> None:
         self.src, self.dst = src, dst
         self.progress = progress or NullProgress()
-        self.jobs = max(1, jobs if getattr(dst, "concurrent_push", True) else 1)
+        # Parallel pushes only into targets that say they take them (a bundle appends to one file).
+        self.jobs = max(1, jobs if getattr(dst, "concurrent_push", False) else 1)
         self.keep_going = keep_going
         self.stats = CopyStats()
         self._lock = threading.Lock()

@@ -136,11 +136,9 @@ def cmd_export(args) -> int:
                 finally:
                     close_progress(progress)
                 stats.failures[:0] = failures
-                if stats.failures:
-                    raise_partial = True
-                else:
-                    raise_partial = False
-                    writer.close()
+                raise_partial = bool(stats.failures)
+                if raise_partial:
+                    writer.abort()  # what was stored stays, but the bundle never looks complete
     seconds = time.monotonic() - started
     summary = dict(stats.as_dict(), bundle=args.output, expected_at_destination=expected,
                    bytes_written=getattr(writer, "bytes_written", None), seconds=round(seconds, 3),

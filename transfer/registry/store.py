@@ -49,6 +49,8 @@ class MonolithicUploader:
 class RegistryStore:
     """Source, Target and Catalog over one registry (``client.host``)."""
 
+    concurrent_push = True  # blobs may be pushed from several threads at once
+
     def __init__(self, client: RegistryClient, *, uploader: BlobUploader | None = None) -> None:
         self.client = client
         self.uploader = uploader or MonolithicUploader()

@@ -1,0 +1,173 @@
+"""transfer export against a real registry seeded by skopeo; bundles read back by our reader and
+manifest digests checked against what skopeo sees at the source."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.bed.images import Layout
+from tests.cli_helpers import run_cli, spawn_cli
+from transfer.bundle import BundleReader
+from transfer.registry import RegistryClient
+
+
+def entries_by_tag(path):
+    with BundleReader(path) as r:
+        return {(e.repository, e.tag): e for e in r.entries}, r.info.complete, set(r.digests())
+
+
+def test_single_image_with_its_signature(registry, skopeo, tmp_path, capsys):
+    app = registry.seeded["app"]
+    out = tmp_path / "app.bundle"
+    res = run_cli(capsys, "export", f"{registry.host}/{app.image}", "-o", out, "--json")
+    assert res.code == 0, res.err
+    summary = res.json()
+    assert summary["complete"] and summary["images"] == 2  # the image and its cosign signature
+    entries, complete, digests = entries_by_tag(out)
+    assert complete
+    sig = next(s for s in registry.seeded.values() if s.tag.endswith(".sig"))
+    assert entries[(app.repo, "app")].digest == skopeo.digest(registry, app.image) == app.manifest.digest
+    assert entries[(sig.repo, sig.tag)].digest == skopeo.digest(registry, sig.image)
+    assert app.manifest.blob_digests() <= digests
+    # --no-referrers leaves the signature out.
+    res = run_cli(capsys, "export", f"{registry.host}/{app.image}", "-o", tmp_path / "bare.bundle", "--no-referrers")
+    assert res.code == 0, res.err
+    assert set(entries_by_tag(tmp_path / "bare.bundle")[0]) == {(app.repo, "app")}
+
+
+def test_multi_arch_whole_and_filtered(registry, skopeo, tmp_path, capsys):
+    multi = registry.seeded["multi"]
+    ref = f"{registry.host}/{multi.image}"
+    assert run_cli(capsys, "export", ref, "-o", tmp_path / "all.bundle").code == 0
+    whole = entries_by_tag(tmp_path / "all.bundle")[0][(multi.repo, multi.tag)]
+    assert whole.digest == skopeo.digest(registry, multi.image)
+    assert sorted(whole.platforms) == ["linux/amd64", "linux/arm64/v8"]
+
+    res = run_cli(capsys, "export", ref, "--platform", "linux/arm64", "-o", tmp_path / "arm.bundle")
+    assert res.code == 0, res.err
+    assert "root digest changes" in res.out and multi.manifest.digest in res.out
+    entries, _, digests = entries_by_tag(tmp_path / "arm.bundle")
+    arm = entries[(multi.repo, multi.tag)]
+    assert arm.platforms == ["linux/arm64/v8"] and arm.digest != multi.manifest.digest
+    amd_child = next(c for c in multi.manifest.children if c.platform["architecture"] == "amd64")
+    assert not (amd_child.blob_digests() & digests)  # the other platform's layers stayed home
+
+
+def test_docker_formats_and_catalog_dedup(registry, skopeo, tmp_path, capsys):
+    out = tmp_path / "all.bundle"
+    res = run_cli(capsys, "export", "--catalog", registry.host, "-o", out, "--json")
+    assert res.code == 0, res.err
+    entries, complete, digests = entries_by_tag(out)
+    assert complete
+    for s in registry.seeded.values():  # OCI, Docker schema2, Docker list, index, artifact, signature
+        assert entries[(s.repo, s.tag)].digest == skopeo.digest(registry, s.image) == s.manifest.digest
+    # small and app share a base layer: stored once, so the bundle is smaller than the images summed.
+    small, app = registry.seeded["small"].manifest, registry.seeded["app"].manifest
+    shared = small.blob_digests() & app.blob_digests()
+    assert shared
+    total = sum(s.manifest.all_bytes() for s in registry.seeded.values())
+    unique = sum(m.all_bytes() for m in [small, app]) - sum(lay.size for lay in small.layers if lay.digest in shared)
+    assert os.path.getsize(out) < total
+    assert res.json()["bytes_copied"] < total
+    assert unique < small.all_bytes() + app.all_bytes()
+
+
+def test_catalog_filters_and_reference_file(registry, tmp_path, capsys):
+    out = tmp_path / "f.bundle"
+    res = run_cli(capsys, "export", "--catalog", registry.host, "--include", "sample/*", "--exclude", "sample/d*",
+                  "--tags", "multi|small", "-o", out)
+    assert res.code == 0, res.err
+    assert set(entries_by_tag(out)[0]) == {("sample/multi", "multi"), ("sample/small", "small")}
+
+    listing = tmp_path / "images.txt"
+    small = registry.seeded["small"]
+    listing.write_text(f"# a comment\n\n{registry.host}/{small.repo}@{small.manifest.digest}  # by digest\n"
+                       f"{registry.host}/sample/docker:docker\n")
+    res = run_cli(capsys, "export", "-f", listing, "-o", tmp_path / "list.bundle")
+    assert res.code == 0, res.err
+    with BundleReader(tmp_path / "list.bundle") as r:
+        keys = {(e.repository, e.tag, e.digest) for e in r.entries}
+    assert (small.repo, None, small.manifest.digest) in keys
+    assert any(k[:2] == ("sample/docker", "docker") for k in keys)
+
+
+def test_missing_image_names_the_reference(registry, tmp_path, capsys):
+    out = tmp_path / "x.bundle"
+    res = run_cli(capsys, "export", f"{registry.host}/sample/nope:1", "-o", out)
+    assert res.code == 1
+    assert res.err.count("\n") == 1 and "sample/nope" in res.err
+    res = run_cli(capsys, "export", f"{registry.host}/sample/nope:1", f"{registry.host}/sample/small:small",
+                  "--keep-going", "-o", out)
+    assert res.code == 1 and "sample/nope:1" in res.out and "incomplete" in res.err
+    entries, complete, _ = entries_by_tag(out)
+    assert not complete and ("sample/small", "small") in entries  # kept, but never passed off as complete
+    res = run_cli(capsys, "export", f"{registry.host}/Sample/x", "-o", out)
+    assert res.code == 2 and "lower case" in res.err
+
+
+def test_delta_export_leaves_out_what_the_destination_has(registry, fresh_registry, skopeo, tmp_path, capsys):
+    dest = fresh_registry()
+    small, app = registry.seeded["small"], registry.seeded["app"]
+    full = tmp_path / "small.bundle"
+    assert run_cli(capsys, "export", f"{registry.host}/{small.image}", "-o", full).code == 0
+    assert run_cli(capsys, "import", full, dest.host).code == 0
+    inventory = tmp_path / "dest.json"
+    assert run_cli(capsys, "inventory", dest.host, "-o", inventory).code == 0
+
+    delta = tmp_path / "delta.bundle"
+    res = run_cli(capsys, "export", f"{registry.host}/{small.image}", f"{registry.host}/{app.image}",
+                  "--no-referrers", "--have", inventory, "-o", delta, "--json")
+    assert res.code == 0, res.err
+    with BundleReader(delta) as r:
+        expected = {d.digest for d in r.expected}
+        stored = set(r.digests())
+    # small's own blobs are at the destination; the layer it shares with app is not there in
+    # sample/app (a registry serves blobs per repository), so the bundle carries that one.
+    assert expected and expected == small.manifest.blob_digests() - app.manifest.blob_digests()
+    assert not (expected & stored)
+    assert app.manifest.blob_digests() <= stored
+    assert os.path.getsize(delta) < os.path.getsize(full) + app.manifest.all_bytes()
+
+    # Into the destination it was made for: fine. Into an empty registry: refused before any push.
+    assert run_cli(capsys, "import", delta, dest.host).code == 0
+    assert skopeo.digest(dest, app.image) == app.manifest.digest
+    empty = fresh_registry()
+    res = run_cli(capsys, "import", delta, empty.host)
+    assert res.code == 1 and "lacks" in res.err and sorted(expected)[0] in res.err
+    assert RegistryClient(empty.host).catalog() == []  # nothing was pushed
+
+
+def test_killed_export_resumes_without_fetching_again(fresh_registry, fault_proxy, skopeo, tmp_path):
+    src = fresh_registry()
+    layout = Layout(tmp_path / "layout")
+    big = layout.image("big", [1_500_000, 1_500_000, 1_500_000], tag="big")
+    layout.save()
+    skopeo.seed(src, layout, big, "big/app", "v1")
+    proxy = fault_proxy(src)
+    last = big.layers[-1].digest
+    proxy.stall(60, "GET", f"/blobs/{last}")  # hangs the last layer: the process is killed there
+    out = tmp_path / "big.bundle"
+    proc = spawn_cli("export", f"{proxy.host}/big/app:v1", "-o", out, "--jobs", "1", "-q")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(r.fired for r in proxy.rules):
+        time.sleep(0.05)
+    assert any(r.fired for r in proxy.rules), "the export never reached the last layer"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    with BundleReader(out, recover=True) as r:
+        assert not r.complete
+        kept = {d for d in big.blob_digests() if r.has(d)}
+    assert kept  # the layers fetched before the kill survived
+    proxy.clear()
+    proc = spawn_cli("export", f"{proxy.host}/big/app:v1", "-o", out, "--jobs", "1", "-q")
+    assert proc.wait(60) == 0, proc.stderr.read().decode()
+    for digest in kept:  # counted at the registry side: nothing stored was fetched again
+        assert proxy.stats("GET", f"/blobs/{digest}").requests == 0
+    assert proxy.stats("GET", f"/blobs/{last}").requests == 1
+    with BundleReader(out) as r:
+        assert r.complete and big.blob_digests() <= set(r.digests())
