@@ -1,0 +1,95 @@
+"""Blob download bodies that survive a dropped connection: resume with ``Range: bytes=N-``."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Callable
+
+import requests
+import urllib3
+
+from transfer.errors import RegistryError, RegistryUnreachableError
+
+log = logging.getLogger("transfer.registry")
+
+_CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_READ_ERRORS = (urllib3.exceptions.HTTPError, requests.RequestException, OSError)
+
+# Opens the blob again from a byte offset (0 = the whole blob, else a Range request).
+Reopen = Callable[[int], requests.Response]
+
+
+def range_start(response: requests.Response) -> int:
+    """Where a response's body starts in the blob: 0 for 200, the Content-Range start for 206."""
+    if response.status_code != 206:
+        return 0
+    m = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", "").strip())
+    if not m:
+        raise RegistryError(f"GET {response.url.split('?', 1)[0]}: 206 without a valid Content-Range",
+                            status=206, method="GET")
+    return int(m.group(1))
+
+
+class ResumingBody:
+    """A readable over a blob GET that reopens the download at the current offset when the
+    connection drops or ends early, at most ``attempts`` times in a row without progress."""
+
+    def __init__(self, reopen: Reopen, size: int | None, what: str, attempts: int = 5,
+                 max_resumes: int = 1000) -> None:
+        self._reopen = reopen
+        self.size = size
+        self.what = what
+        self.attempts = attempts
+        self.max_resumes = max_resumes
+        self.position = 0
+        self.resumes = 0
+        self._stalled = 0
+        self._response: requests.Response | None = reopen(0)
+        self._skip = 0
+
+    def read(self, n: int = -1) -> bytes:
+        n = n if n and n > 0 else 1 << 20
+        while True:
+            failure = None
+            try:
+                data = self._read_raw(n)
+            except _READ_ERRORS as exc:
+                data, failure = b"", exc
+            if data:
+                self.position += len(data)
+                self._stalled = 0
+                return data
+            if failure is None and (self.size is None or self.position >= self.size):
+                return b""
+            self._resume(failure)
+
+    def _read_raw(self, n: int) -> bytes:
+        assert self._response is not None
+        while self._skip:  # the server ignored our Range: drop what we already have
+            dropped = self._response.raw.read(min(self._skip, 1 << 20))
+            if not dropped:
+                return b""
+            self._skip -= len(dropped)
+        return self._response.raw.read(n)
+
+    def _resume(self, failure: BaseException | None) -> None:
+        self._stalled += 1
+        self.resumes += 1
+        reason = type(failure).__name__ if failure else "connection closed early"
+        if self._stalled > self.attempts or self.resumes > self.max_resumes:
+            raise RegistryUnreachableError(
+                f"download of {self.what} kept failing at byte {self.position} ({reason}); "
+                f"gave up after {self.resumes - 1} resumed attempts")
+        log.debug("download of %s broke at byte %d (%s); resuming", self.what, self.position, reason)
+        self.close()
+        self._response = self._reopen(self.position)
+        start = range_start(self._response)
+        if start > self.position:
+            raise RegistryError(f"resumed download of {self.what} starts at {start}, not {self.position}")
+        self._skip = self.position - start
+
+    def close(self) -> None:
+        if self._response is not None:
+            self._response.close()
+            self._response = None

@@ -1,0 +1,302 @@
+"""HTTP transport for one registry: a requests session with our TLS trust, bounded retries with
+backoff and jitter, auth hooks, and ``check_response`` -- the one place that reads status codes.
+
+URLs in messages and logs never carry a query string (``_state``, signed URLs), and no header is
+ever logged.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from transfer import __version__
+from transfer.digest import Readable
+from transfer.errors import (
+    AuthenticationError,
+    ErrorDetail,
+    NotFoundError,
+    RateLimitedError,
+    RegistryError,
+    RegistryUnreachableError,
+)
+from transfer.registry.tls import TLSPolicy
+
+log = logging.getLogger("transfer.registry")
+
+MAX_ERROR_BODY = 64 << 10
+USER_AGENT = f"transfer/{__version__}"
+Body = bytes | Callable[[], Readable] | None
+
+
+def strip_query(url: str) -> str:
+    """``url`` without query string, fragment or userinfo: safe for messages and logs."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounds for retrying idempotent requests on connection errors, 5xx and 429."""
+
+    attempts: int = 5  # tries in all, including the first
+    backoff: float = 0.5  # first delay in seconds, doubled per retry, with full jitter
+    max_delay: float = 30.0  # cap of one delay; a longer Retry-After is not waited for
+    total: float = 120.0  # no retry starts after this many seconds since the first try
+
+    def delay(self, retry: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        ceiling = min(self.max_delay, self.backoff * (2 ** retry))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+class Auth(Protocol):
+    def headers(self, url: str, scopes: tuple[str, ...]) -> dict[str, str]: ...
+
+    def challenged(self, response: requests.Response, scopes: tuple[str, ...]) -> bool: ...
+
+
+def parse_error_body(response: requests.Response) -> list[ErrorDetail]:
+    """The registry's ``{"errors": [...]}``, tolerating any other body; reads at most 64 KiB."""
+    raw = read_capped(response, MAX_ERROR_BODY)
+    try:
+        data: Any = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return []
+    items = data.get("errors") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return []
+    out = []
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("code"), str):
+            out.append(ErrorDetail(item["code"], str(item.get("message") or ""), item.get("detail")))
+    return out
+
+
+def read_capped(response: requests.Response, limit: int) -> bytes:
+    """Read at most ``limit`` bytes of a (streamed) body, then close it."""
+    parts, total = [], 0
+    try:
+        for chunk in response.iter_content(min(limit, 1 << 16)):
+            parts.append(chunk[: limit - total])
+            total += len(chunk)
+            if total >= limit:
+                break
+    except (requests.RequestException, urllib3.exceptions.HTTPError):
+        pass
+    finally:
+        response.close()
+    return b"".join(parts)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds (delay-seconds or HTTP-date), None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _describe(errors: list[ErrorDetail]) -> str:
+    parts = []
+    for e in errors[:5]:
+        text = e.code + (f": {e.message}" if e.message else "")
+        if isinstance(e.detail, str) and e.detail and len(e.detail) < 200:
+            text += f" ({e.detail})"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def check_response(response: requests.Response, method: str | None = None) -> requests.Response:
+    """Return ``response`` if its status is a success; else read the error body and raise the
+    matching RegistryError subclass."""
+    status = response.status_code
+    if status < 400:
+        return response
+    method = method or response.request.method or ""
+    url = strip_query(response.url or response.request.url or "")
+    errors = parse_error_body(response)
+    message = f"{method} {url}: {status} {response.reason or ''}".rstrip()
+    if errors:
+        message += f": {_describe(errors)}"
+    kw: dict[str, Any] = dict(status=status, method=method, url=url, errors=errors)
+    if status in (401, 403):
+        raise AuthenticationError(message, **kw)
+    if status == 404:
+        raise NotFoundError(message, **kw)
+    if status == 429:
+        raise RateLimitedError(message, retry_after=parse_retry_after(response.headers.get("Retry-After")), **kw)
+    raise RegistryError(message, retryable=status >= 500, **kw)
+
+
+class _TLSAdapter(HTTPAdapter):
+    def __init__(self, policy: TLSPolicy, **kw: Any) -> None:
+        self._context = policy.ssl_context()
+        super().__init__(**kw)
+
+    def init_poolmanager(self, *args: Any, **kw: Any) -> None:
+        kw["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kw)
+
+
+class SizedBody:
+    """A stream with a known length, so requests sends Content-Length instead of chunking."""
+
+    def __init__(self, raw: Readable, length: int) -> None:
+        self._raw, self._length = raw, length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, n: int = -1) -> bytes:
+        return self._raw.read(n if n and n > 0 else 1 << 20)
+
+    def __iter__(self) -> Iterable[bytes]:
+        while chunk := self.read(1 << 20):
+            yield chunk
+
+
+class Transport:
+    """Sends requests for one registry: TLS policy, timeouts, retries, auth, debug log."""
+
+    def __init__(
+        self,
+        policy: TLSPolicy,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: tuple[float, float] = (15.0, 120.0),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.policy = policy
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self.sleep = sleep
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.verify = policy.verify
+        self.session.mount("https://", _TLSAdapter(policy, pool_maxsize=16))
+        if not policy.verify:
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: Body = None,
+        length: int | None = None,
+        params: Any = None,
+        allow_redirects: bool = True,
+    ) -> requests.Response:
+        """One HTTP exchange, no retry and no status check; connection failures become
+        RegistryUnreachableError."""
+        data: Any = body
+        if callable(body):
+            data = SizedBody(body(), length) if length is not None else body()
+        try:
+            response = self.session.request(
+                method, url, headers=headers, data=data, params=params, stream=True,
+                timeout=self.timeout, allow_redirects=allow_redirects,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise RegistryUnreachableError(f"{method} {strip_query(url)}: TLS error: {_reason(exc)}",
+                                           method=method, url=strip_query(url), retryable=False) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise RegistryUnreachableError(f"{method} {strip_query(url)}: {_reason(exc)}",
+                                           method=method, url=strip_query(url)) from None
+        for hop in response.history:
+            log.debug("%s %s -> %s (redirect)", method, strip_query(hop.url), hop.status_code)
+        log.debug("%s %s -> %s", method, strip_query(response.url), response.status_code)
+        return response
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        idempotent: bool,
+        auth: Auth | None = None,
+        scopes: tuple[str, ...] = (),
+        headers: dict[str, str] | None = None,
+        body: Body = None,
+        length: int | None = None,
+        params: Any = None,
+        retry: RetryPolicy | None = None,
+    ) -> requests.Response:
+        """Send with auth, answer one auth challenge, retry what may be retried; return a
+        successful response (streamed: the caller reads or closes it) or raise."""
+        policy = retry or (self.retry if idempotent else NO_RETRY)
+        started, tries, reauthed = time.monotonic(), 0, False
+        while True:
+            tries += 1
+            sent = dict(headers or {})
+            if auth:
+                sent.update(auth.headers(url, scopes))
+            try:
+                response = self.send(method, url, headers=sent, body=body, length=length, params=params)
+                return check_response(response, method)
+            except AuthenticationError as exc:
+                if auth and exc.status == 401 and not reauthed and auth.challenged(response, scopes):
+                    reauthed, tries = True, tries - 1
+                    continue
+                raise
+            except RegistryError as exc:
+                if not self._may_retry(exc, policy, tries, started):
+                    raise
+                wait = policy.delay(tries - 1, getattr(exc, "retry_after", None))
+                log.debug("retrying %s %s in %.2fs (%s)", method, strip_query(url), wait, exc)
+                self.sleep(wait)
+
+    @staticmethod
+    def _may_retry(exc: RegistryError, policy: RetryPolicy, tries: int, started: float) -> bool:
+        if not exc.retryable or tries >= policy.attempts:
+            return False
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None and retry_after > policy.max_delay:
+            return False
+        wait = policy.delay(tries - 1, retry_after)
+        return time.monotonic() - started + wait <= policy.total
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason for a connection failure, with no URL (it may carry a query)."""
+    inner = exc
+    for _ in range(6):
+        nxt = getattr(inner, "reason", None)
+        if not isinstance(nxt, BaseException) and inner.args and isinstance(inner.args[0], BaseException):
+            nxt = inner.args[0]
+        if not isinstance(nxt, BaseException):
+            break
+        inner = nxt
+    text = str(inner) or type(inner).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return ("certificate verify failed (trust the registry's CA with --ca-cert FILE or "
+                "/etc/docker/certs.d/<host>/ca.crt, or use --insecure)")
+    text = re.sub(r"url: \S+", "url", text.split(" (Caused by", 1)[0])
+    return re.sub(r"\?\S*", "", text) if "://" in text else text

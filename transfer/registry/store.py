@@ -1,0 +1,123 @@
+"""``RegistryStore``: one registry as a transfer.store Source, Target and Catalog.
+
+Blob pushes go HEAD (skip if present) -> best-effort cross-repository mount -> upload. The upload
+itself is delegated to a ``BlobUploader``: ``MonolithicUploader`` (POST + one streamed PUT) now; a
+chunked, resumable engine (``transfer/registry/upload.py``) plugs in through the same protocol.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import OrderedDict
+from typing import Callable, Protocol
+
+from transfer.digest import VerifyingReader
+from transfer.models import MANIFEST_TYPES, MAX_MANIFEST_SIZE, Descriptor
+from transfer.errors import NotFoundError, UnsupportedManifestError
+from transfer.registry.client import RegistryClient, UploadStatus
+from transfer.store import BlobOpener
+
+MANIFEST_CACHE = 64  # recently pushed manifests kept for tag() (each at most MAX_MANIFEST_SIZE)
+
+# Opens an upload session for the blob (tries the mount first when a source repo is known).
+OpenSession = Callable[[], UploadStatus]
+
+
+class BlobUploader(Protocol):
+    def upload(self, client: RegistryClient, repo: str, desc: Descriptor, open_blob: BlobOpener,
+               open_session: OpenSession) -> None:
+        """Upload ``desc`` to ``repo``. Call ``open_session()`` for a fresh session (again after
+        losing one); a session with ``mounted`` set means the blob is already there."""
+
+
+class MonolithicUploader:
+    """POST, then one PUT ``<Location>&digest=`` streaming the whole blob with Content-Length.
+    The stream is verified while sent, so wrong source bytes fail before the registry commits."""
+
+    def upload(self, client: RegistryClient, repo: str, desc: Descriptor, open_blob: BlobOpener,
+               open_session: OpenSession) -> None:
+        session = open_session()
+        if session.mounted:
+            return
+
+        def body() -> VerifyingReader:
+            return VerifyingReader(open_blob(), desc.digest, desc.size, what=f"blob {desc.digest}")
+
+        client.finish_upload(session.location, repo, desc.digest, body=body, length=desc.size)
+
+
+class RegistryStore:
+    """Source, Target and Catalog over one registry (``client.host``)."""
+
+    def __init__(self, client: RegistryClient, *, uploader: BlobUploader | None = None) -> None:
+        self.client = client
+        self.uploader = uploader or MonolithicUploader()
+        self._manifests: OrderedDict[str, bytes] = OrderedDict()
+
+    def close(self) -> None:
+        self.client.close()
+
+    # Source / Catalog
+    def resolve(self, repo: str, ref: str) -> Descriptor:
+        desc = self.client.head_manifest(repo, ref)
+        if desc.media_type not in MANIFEST_TYPES:
+            raise UnsupportedManifestError(
+                f"{self.client.host}/{repo}:{ref} has media type {desc.media_type or '(none)'}, "
+                "which is not an OCI or Docker v2 manifest or index")
+        return desc
+
+    def fetch(self, repo: str, desc: Descriptor) -> VerifyingReader:
+        if desc.is_manifest:
+            data = self.client.get_manifest(repo, desc.digest).data
+            return VerifyingReader(io.BytesIO(data), desc.digest, desc.size, what=f"manifest {desc.digest}")
+        return self.client.get_blob(repo, desc.digest, desc.size)
+
+    def tags(self, repo: str) -> list[str]:
+        return self.client.tags(repo)
+
+    def repositories(self) -> list[str]:
+        return self.client.catalog()
+
+    # Target
+    def exists(self, repo: str, desc: Descriptor) -> bool:
+        if desc.is_manifest:
+            try:
+                self.client.head_manifest(repo, desc.digest)
+            except NotFoundError:
+                return False
+            return True
+        return self.client.blob_size(repo, desc.digest) is not None
+
+    def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener, *, mount_from: str | None = None) -> None:
+        """Push a blob or a manifest (by digest); a no-op when already present. ``mount_from``
+        names a repository of the same registry that may hold the blob (cross-repo mount)."""
+        if desc.is_manifest:
+            self._push_manifest(repo, desc, open_blob)
+            return
+        if self.client.blob_size(repo, desc.digest) is not None:
+            return
+
+        def open_session() -> UploadStatus:
+            return self.client.start_upload(repo, mount=desc.digest, from_repo=mount_from)
+
+        self.uploader.upload(self.client, repo, desc, open_blob, open_session)
+
+    def _push_manifest(self, repo: str, desc: Descriptor, open_blob: BlobOpener) -> None:
+        with VerifyingReader(open_blob(), desc.digest, desc.size, what=f"manifest {desc.digest}") as reader:
+            data = reader.read_all(MAX_MANIFEST_SIZE)
+        self._remember(desc.digest, data)
+        if not self.exists(repo, desc):
+            self.client.put_manifest(repo, desc.digest, data, desc.media_type)
+
+    def _remember(self, digest: str, data: bytes) -> None:
+        self._manifests[digest] = data
+        self._manifests.move_to_end(digest)
+        while len(self._manifests) > MANIFEST_CACHE:
+            self._manifests.popitem(last=False)
+
+    def tag(self, repo: str, desc: Descriptor, tag: str) -> None:
+        """PUT the manifest's exact bytes under ``tag`` (bytes from this run, or fetched)."""
+        data = self._manifests.get(desc.digest)
+        if data is None:
+            data = self.client.get_manifest(repo, desc.digest).data
+        self.client.put_manifest(repo, tag, data, desc.media_type)
