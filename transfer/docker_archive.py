@@ -45,6 +45,7 @@ from transfer.layout import (
     IndexedSource,
     blob_path,
     canonical_repository,
+    check_layout_version,
     name_entries,
     parse_index,
     tagged_entry,
@@ -227,12 +228,7 @@ class DockerArchive(IndexedSource):
         return self._index
 
     def _load_oci_index(self) -> list[Descriptor]:
-        try:
-            version = json.loads(self._tar.read_small(LAYOUT_FILE, 4096)).get("imageLayoutVersion")
-        except (ValueError, AttributeError):
-            version = None
-        if version != LAYOUT_VERSION:
-            raise LayoutError(f"{self.what}: unsupported {LAYOUT_FILE} (imageLayoutVersion {version!r})")
+        check_layout_version(self._tar.read_small(LAYOUT_FILE, 4096), self.what)
         return parse_index(self._tar.read_small(INDEX_FILE, MAX_MANIFEST_SIZE), f"{self.what}: {INDEX_FILE}")[1]
 
     def _load_manifest_json(self) -> list[Descriptor]:

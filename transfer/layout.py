@@ -105,6 +105,16 @@ def tagged_entry(desc: Descriptor, repo: str, tag: str) -> dict[str, Any]:
     return entry
 
 
+def check_layout_version(raw: bytes, what: str) -> None:
+    """Refuse an ``oci-layout`` file other than ``{"imageLayoutVersion": "1.0.0"}``."""
+    try:
+        version = json.loads(raw).get("imageLayoutVersion")
+    except (ValueError, AttributeError):
+        version = None
+    if version != LAYOUT_VERSION:
+        raise LayoutError(f"{what}: unsupported {LAYOUT_FILE} (imageLayoutVersion {version!r}, expected {LAYOUT_VERSION!r})")
+
+
 def parse_index(raw: bytes, what: str) -> tuple[dict[str, Any], list[Descriptor]]:
     """Parse index.json: the whole object (to rewrite it) and its entries as descriptors."""
     try:
@@ -239,12 +249,7 @@ class OciLayout(IndexedSource):
             raw = (self.path / LAYOUT_FILE).read_bytes()
         except OSError as exc:
             raise LayoutError(f"{self.path} is not an OCI image layout (no readable {LAYOUT_FILE}: {exc.strerror})") from None
-        try:
-            version = json.loads(raw).get("imageLayoutVersion")
-        except (ValueError, AttributeError):
-            version = None
-        if version != LAYOUT_VERSION:
-            raise LayoutError(f"{self.what}: unsupported {LAYOUT_FILE} (imageLayoutVersion {version!r}, expected {LAYOUT_VERSION!r})")
+        check_layout_version(raw, self.what)
         if not (self.path / INDEX_FILE).is_file():
             raise LayoutError(f"{self.what}: {INDEX_FILE} is missing")
         self._root = os.path.realpath(self.path)
@@ -357,5 +362,5 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 __all__ = [
     "OciLayout", "IndexedSource", "UNNAMED", "REF_NAME", "IMAGE_NAME", "blob_path", "entry_name",
-    "canonical_repository", "name_entries", "tagged_entry", "parse_index", "public_descriptor",
+    "canonical_repository", "check_layout_version", "name_entries", "tagged_entry", "parse_index", "public_descriptor",
 ]
