@@ -60,6 +60,11 @@ class UnsupportedBundleError(BundleError):
     """The bundle uses a format version or feature this build does not know."""
 
 
+class LayoutError(TransferError):
+    """An OCI image layout or a docker archive is malformed or hostile, or cannot hold what was
+    asked of it (an index in a docker archive, a layer that is not a tar)."""
+
+
 class TransferInterrupted(TransferError):
     """The user interrupted a transfer; state was saved and it can be resumed (exit code 130)."""
 

@@ -65,6 +65,15 @@ def normalize_host(host: str) -> str:
     return DOCKER_HUB if host.lower() in _HUB_ALIASES else host
 
 
+def familiar_name(name: str) -> str:
+    """Docker's short form of a full name: ``docker.io/library/nginx`` -> ``nginx``,
+    ``docker.io/foo/bar`` -> ``foo/bar``; other registries unchanged (as ``docker save`` writes)."""
+    host, path = split_host(name)
+    if host is None or normalize_host(host) != DOCKER_HUB:
+        return name
+    return path[len("library/"):] if path.startswith("library/") and path.count("/") == 1 else path
+
+
 def endpoint_host(host: str) -> str:
     """The host[:port] that serves the Registry API for ``host``."""
     return DOCKER_HUB_ENDPOINT if normalize_host(host) == DOCKER_HUB else host
