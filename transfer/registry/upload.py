@@ -80,7 +80,8 @@ def load_registry_settings(path: str | Path) -> dict[str, RegistrySettings]:
     except OSError as exc:
         raise UsageError(f"registry settings {path}: cannot read it ({exc.strerror})") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"registry settings {path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({exc})") from None
+        kind = "TOML" if path.suffix == ".toml" else "JSON"
+        raise UsageError(f"registry settings {path}: not valid {kind} ({exc})") from None
     table = data.get("registries") if isinstance(data, dict) else None
     if not isinstance(table, dict):
         raise UsageError(f"registry settings {path}: expected a \"registries\" table of host globs")

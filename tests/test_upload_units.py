@@ -1,0 +1,131 @@
+"""Sizes, per-registry upload settings and the upload journal (no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from transfer.errors import UsageError
+from transfer.registry.journal import JournalEntry, JournalError, UploadJournal
+from transfer.registry.upload import (
+    MAX_CHUNK_MIN,
+    RegistrySettings,
+    effective_chunk_size,
+    load_registry_settings,
+    settings_for,
+)
+from transfer.sizes import format_size, parse_size
+
+MiB = 1 << 20
+
+
+@pytest.mark.parametrize("text, value", [
+    ("8MiB", 8 * MiB), ("64M", 64 * MiB), ("1G", 1 << 30), ("512k", 512 << 10), ("512K", 512 << 10),
+    ("1.5GiB", 3 << 29), ("4000000", 4_000_000), ("10B", 10), ("5MB", 5_000_000), (" 2 m ", 2 * MiB),
+    ("1T", 1 << 40), (7, 7),
+])
+def test_parse_size(text, value):
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "M", "-1M", "1.2.3M", "8 MiBs", "1X", "1e6", "0x10"])
+def test_parse_size_refuses_with_the_name(text):
+    with pytest.raises(UsageError, match=r"--chunk-size: cannot read"):
+        parse_size(text, "--chunk-size")
+
+
+@pytest.mark.parametrize("value, text", [(8 * MiB, "8 MiB"), (1536, "1.5 KiB"), (100, "100 B"), (3 << 29, "1.5 GiB")])
+def test_format_size(value, text):
+    assert format_size(value) == text
+    assert parse_size(text.replace(" ", "")) == value
+
+
+def test_builtin_settings_by_host_glob():
+    assert settings_for("123456789012.dkr.ecr.eu-west-1.amazonaws.com").min_chunk == 5 * MiB
+    assert settings_for("123456789012.dkr.ecr.eu-west-1.amazonaws.com").last_chunk_in_put
+    assert settings_for("ghcr.io").max_chunk == 4 * MiB
+    assert settings_for("europe-west1-docker.pkg.dev").monolithic_only
+    assert settings_for("eu.gcr.io").monolithic_only and settings_for("gcr.io:443").monolithic_only
+    assert settings_for("registry.example.com:5000") == RegistrySettings()
+
+
+def test_settings_file_json_overrides_builtins(tmp_path):
+    path = tmp_path / "registries.json"
+    path.write_text(json.dumps({"registries": {
+        "ghcr.io": {"max_chunk": "2MiB"},
+        "*.example.com:*": {"min_chunk": 1048576, "last_chunk_in_put": True},
+    }}))
+    table = load_registry_settings(path)
+    assert settings_for("ghcr.io", table).max_chunk == 2 * MiB
+    assert settings_for("r.example.com:5000", table) == RegistrySettings(min_chunk=MiB, last_chunk_in_put=True)
+    assert settings_for("eu.gcr.io", table).monolithic_only
+
+
+def test_settings_file_toml(tmp_path):
+    path = tmp_path / "registries.toml"
+    path.write_text('[registries."r.local"]\nmonolithic_only = true\nmax_chunk = "8M"\n')
+    assert load_registry_settings(path)["r.local"] == RegistrySettings(max_chunk=8 * MiB, monolithic_only=True)
+
+
+def test_sample_settings_file_loads():
+    sample = os.path.join(os.path.dirname(__file__), "..", "samples", "registries.json")
+    table = load_registry_settings(sample)
+    assert table and all(isinstance(s, RegistrySettings) for s in table.values())
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "not valid JSON"),
+    ('{"hosts": {}}', "registries"),
+    ('{"registries": {"a": {"chunk": 1}}}', "unknown setting 'chunk'"),
+    ('{"registries": {"a": {"max_chunk": "lots"}}}', "max_chunk: cannot read"),
+    ('{"registries": {"a": {"monolithic_only": "yes"}}}', "expected true or false"),
+])
+def test_settings_file_errors_are_one_clear_line(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(UsageError, match=message):
+        load_registry_settings(path)
+    with pytest.raises(UsageError, match="cannot read it"):
+        load_registry_settings(tmp_path / "missing.json")
+
+
+def test_effective_chunk_size():
+    plain = RegistrySettings()
+    assert effective_chunk_size(MiB, plain) == MiB
+    assert effective_chunk_size(MiB, plain, min_chunk=3 * MiB) == 3 * MiB
+    assert effective_chunk_size(MiB, plain, min_chunk=5 << 30) == MAX_CHUNK_MIN
+    assert effective_chunk_size(MiB, RegistrySettings(min_chunk=5 * MiB)) == 5 * MiB
+    assert effective_chunk_size(64 * MiB, RegistrySettings(max_chunk=4 * MiB), min_chunk=8 * MiB) == 4 * MiB
+
+
+def entry(offset=3, digest="sha256:" + "a" * 64):
+    return JournalEntry("r.example:5000", "team/app", digest, "https://r.example:5000/u?_state=x%3D%3D",
+                        offset, 10, source="bundle.tar")
+
+
+def test_journal_round_trip_private_and_atomic(tmp_path):
+    path = tmp_path / "state" / "uploads.json"
+    journal = UploadJournal(path)
+    saved = journal.save(entry())
+    assert saved.updated > 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["uploads.json"]  # no temp file left
+    again = UploadJournal(path)
+    assert again.get("r.example:5000", "team/app", entry().digest) == saved
+    again.save(entry(offset=7))
+    assert UploadJournal(path).get(*entry().key).offset == 7
+    again.remove(*entry().key)
+    assert UploadJournal(path).entries() == []
+
+
+def test_journal_unreadable_is_a_clear_error(tmp_path):
+    path = tmp_path / "uploads.json"
+    path.write_text("{not json")
+    with pytest.raises(JournalError, match="unreadable .*delete it"):
+        UploadJournal(path)
+    path.write_text('{"version": 99, "uploads": []}')
+    with pytest.raises(JournalError, match="version 99"):
+        UploadJournal(path)
