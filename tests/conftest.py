@@ -97,3 +97,10 @@ def fault_proxy() -> Iterator[Callable[[Registry], FaultProxy]]:
     finally:
         for proxy in started:
             proxy.stop()
+
+
+@pytest.fixture(autouse=True)
+def _private_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upload journals and other state of the commands under test go to a temporary folder,
+    never to the user's ~/.local/state."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))

@@ -1,5 +1,4 @@
-"""Helpers for the layout and docker-archive tests: a minimal graph copy through the store verbs
-(the real one is transfer.copy), and skopeo. Test images come from tests.bed.images."""
+"""Helpers for the layout and docker-archive tests: copying an image through transfer.copy, and skopeo. Test images come from tests.bed.images."""
 
 from __future__ import annotations
 
@@ -8,8 +7,7 @@ import subprocess
 from pathlib import Path
 
 from tests.bed.images import sha256 as sha  # noqa: F401  (re-exported for the tests)
-from transfer.models import parse_manifest
-from transfer.store import read_manifest
+from transfer.copy import Copier, plan_image
 
 SKOPEO = "/usr/bin/skopeo"
 
@@ -21,21 +19,11 @@ def skopeo(*args: str, timeout: float = 60) -> str:
 
 
 def copy_image(src, src_repo: str, ref: str, dst, dst_repo: str, tag: str | None = None):
-    """A minimal children-first graph copy through the store verbs (the real one is transfer.copy)."""
+    """Copy one image through transfer.copy (the one algorithm) and return its root descriptor."""
     root = src.resolve(src_repo, ref)
-    _copy_node(src, src_repo, dst, dst_repo, root)
-    if tag:
-        dst.tag(dst_repo, root, tag)
+    plan = plan_image(src, src_repo, root, dst_repo=dst_repo, tags=[tag] if tag else [])
+    Copier(src, dst).execute([plan])
     return root
-
-
-def _copy_node(src, src_repo, dst, dst_repo, desc) -> None:
-    if desc.is_manifest:
-        raw = read_manifest(src, src_repo, desc, 8 << 20)
-        for child in parse_manifest(raw, desc.media_type).children():
-            _copy_node(src, src_repo, dst, dst_repo, child)
-    if not dst.exists(dst_repo, desc):
-        dst.push(dst_repo, desc, lambda: src.fetch(src_repo, desc))
 
 
 def all_blobs(path: Path) -> dict[str, int]:

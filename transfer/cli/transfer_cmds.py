@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -12,7 +13,7 @@ from contextlib import closing, contextmanager
 
 from transfer.bundle import BundleReader, BundleWriter
 from transfer.cli.progress import close_progress, human, make_progress
-from transfer.cli.remote import registry_options, registry_store
+from transfer.cli.remote import registry_client, registry_options, registry_store
 from transfer.copy import Copier, CopyStats, ImagePlan
 from transfer.errors import TransferError, UsageError
 from transfer.export import CatalogFilter, Selection, parse_reference_file, plan_exports, select_repositories
@@ -22,7 +23,10 @@ from transfer.interrupt import STOP
 from transfer.inventory import build_inventory, load_have, write_inventory
 from transfer.models import Platform
 from transfer.reference import Reference, RegistryPath
-from transfer.sizes import parse_size
+from transfer.registry import RegistryStore
+from transfer.registry.journal import UploadJournal
+from transfer.registry.upload import DEFAULT_CHUNK_SIZE, ChunkedUploader, load_registry_settings
+from transfer.sizes import format_size, parse_size
 
 DEFAULT_JOBS = 4
 
@@ -68,6 +72,28 @@ def _summary_lines(verb: str, stats: CopyStats, seconds: float) -> list[str]:
              f"{stats.tags_written} tag(s) in {seconds:.1f}s"]
     lines += [f"FAILED {image}: {error}" for image, error in stats.failures]
     return lines
+
+
+def default_journal() -> str:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "transfer", "uploads.json")
+
+
+def upload_store(args, host: str, source_id: str) -> RegistryStore:
+    """A registry store whose blob pushes are chunked and resumable through the journal."""
+    settings = load_registry_settings(args.registry_config) if args.registry_config else None
+    uploader = ChunkedUploader(args.chunk_size or DEFAULT_CHUNK_SIZE, settings=settings,
+                               journal=UploadJournal(args.journal or default_journal()), source=source_id)
+    return RegistryStore(registry_client(args, host), uploader=uploader)
+
+
+def _upload_summary(store: RegistryStore) -> tuple[dict, list[str]]:
+    stats = store.uploader.stats
+    lines = []
+    if stats.bytes_resumed or stats.blobs_restarted:
+        lines.append(f"resumed {stats.blobs_resumed} blob(s) from the journal: {format_size(stats.bytes_resumed)} "
+                     f"not sent again; {stats.blobs_restarted} blob restart(s)")
+    return {"upload": dict(stats.__dict__)}, lines
 
 
 # -- export -------------------------------------------------------------------------------------
@@ -182,15 +208,16 @@ def cmd_import(args) -> int:
             raise TransferError(f"{args.bundle} is incomplete (its export did not finish); finish the "
                                 "export, or pass --allow-incomplete to import what it holds")
         plans = plan_imports(reader, reader.entries, mapping)
-        with closing(registry_store(args, target.registry)) as dst:
+        with closing(upload_store(args, target.registry, os.path.abspath(args.bundle))) as dst:
             _import_checks(args, reader, dst, plans)
             if args.dry_run:
                 return _print_plan(args, dst, plans)
             stats = _run_import(args, reader, dst, plans)
             problems = verify_tags(dst, plans)
+            upload, upload_lines = _upload_summary(dst)
     seconds = time.monotonic() - started
-    summary = dict(stats.as_dict(), target=str(target), seconds=round(seconds, 3), tag_problems=problems)
-    _emit(args, summary, _summary_lines("imported", stats, seconds) + problems)
+    summary = dict(stats.as_dict(), **upload, target=str(target), seconds=round(seconds, 3), tag_problems=problems)
+    _emit(args, summary, _summary_lines("imported", stats, seconds) + upload_lines + problems)
     if problems:
         raise TransferError(f"{len(problems)} tag(s) do not point at the bundle's digest after the import")
     if stats.failures:
@@ -252,7 +279,8 @@ def cmd_copy(args) -> int:
         src_ref, dst_ref = Reference.parse(args.src), Reference.parse(args.dst, default_tag=None)
         src_host, dst_path = src_ref.registry, RegistryPath(dst_ref.registry, dst_ref.repository)
     failures: list[tuple[str, str]] = []
-    with closing(registry_store(args, src_host)) as src, closing(registry_store(args, dst_path.registry)) as dst:
+    with closing(registry_store(args, src_host)) as src, \
+            closing(upload_store(args, dst_path.registry, f"copy from {src_host}")) as dst:
         if args.catalog:
             selections = select_repositories(src, src.repositories(), CatalogFilter(args.include, args.exclude, args.tags))
             mapping = RepositoryMapping.parse(dst_path.path, [])
@@ -302,6 +330,17 @@ def _size(text: str) -> int:
         return parse_size(text)
     except (TransferError, ValueError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_upload_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("uploads")
+    g.add_argument("--chunk-size", type=_size, metavar="SIZE",
+                   help=f"upload chunk size, e.g. 8MiB (default {format_size(DEFAULT_CHUNK_SIZE)}); "
+                   "smaller blobs go up in one request")
+    g.add_argument("--registry-config", metavar="FILE",
+                   help="per-registry upload settings: chunk limits, monolithic only (see samples/registries.json)")
+    g.add_argument("--journal", metavar="FILE",
+                   help="where uploads in flight are recorded for resuming (default ~/.local/state/transfer/uploads.json)")
 
 
 def _add_transfer_options(p: argparse.ArgumentParser) -> None:
@@ -365,9 +404,7 @@ def register(subparsers, parents) -> None:
                    help="a tag that already points elsewhere: overwrite (default, and say so), skip, or fail")
     p.add_argument("--dry-run", action="store_true", help="print what would be pushed and tagged; write nothing")
     p.add_argument("--allow-incomplete", action="store_true", help="import what an unfinished bundle holds")
-    p.add_argument("--chunk-size", type=_size, metavar="SIZE", help="upload chunk size, e.g. 8MiB")
-    p.add_argument("--registry-config", metavar="FILE", help="per-registry upload settings (chunk limits)")
-    p.add_argument("--journal", metavar="FILE", help="upload journal for resuming (default under ~/.local/state/transfer)")
+    _add_upload_options(p)
     _add_transfer_options(p)
     p.set_defaults(func=cmd_import)
 
@@ -387,6 +424,7 @@ def register(subparsers, parents) -> None:
     p.add_argument("--tags", metavar="REGEX", help="only tags fully matching REGEX")
     p.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT]")
     p.add_argument("--no-referrers", action="store_true")
+    _add_upload_options(p)
     _add_transfer_options(p)
     p.set_defaults(func=cmd_copy)
 

@@ -1,0 +1,115 @@
+"""transfer import into real registries (plain, htpasswd over TLS, token auth), checked with skopeo."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli_helpers import run_cli
+from transfer.bundle import BundleReader
+from transfer.registry import RegistryClient
+
+
+@pytest.fixture(scope="module")
+def catalog_bundle(registry, tmp_path_factory):
+    """The whole sample registry exported once (OCI, Docker, lists, artifact, signature)."""
+    from transfer.cli import main
+
+    path = tmp_path_factory.mktemp("bundles") / "catalog.bundle"
+    assert main(["export", "--catalog", registry.host, "-o", str(path), "-q"]) == 0
+    return path
+
+
+def test_import_keeps_every_digest_and_skopeo_pulls_it_back(registry, catalog_bundle, fresh_registry, skopeo,
+                                                            tmp_path, capsys):
+    dest = fresh_registry()
+    res = run_cli(capsys, "import", catalog_bundle, dest.host, "--json")
+    assert res.code == 0, res.err
+    assert res.json()["tags_written"] == len(registry.seeded)
+    for s in registry.seeded.values():
+        assert skopeo.digest(dest, s.image) == skopeo.digest(registry, s.image) == s.manifest.digest
+    for ref in ("app", "multi", "docker"):  # an independent client can pull them back out
+        skopeo.copy_from_registry(dest, registry.seeded[ref].image, tmp_path / ref, ref)
+    # Running it again pushes nothing.
+    again = run_cli(capsys, "import", catalog_bundle, dest.host, "--json").json()
+    assert again["blobs_copied"] == 0 and again["manifests_copied"] == 0
+
+
+def test_prefix_and_map(registry, catalog_bundle, fresh_registry, skopeo, capsys):
+    dest = fresh_registry()
+    res = run_cli(capsys, "import", catalog_bundle, f"{dest.host}/mirror", "--map", "sample=lib")
+    assert res.code == 0, res.err
+    repos = RegistryClient(dest.host).catalog()
+    assert repos and all(r.startswith("mirror/lib/") for r in repos)
+    multi = registry.seeded["multi"]
+    assert skopeo.digest(dest, "mirror/lib/multi:multi") == multi.manifest.digest
+
+
+def test_on_existing_and_dry_run(registry, catalog_bundle, fresh_registry, skopeo, capsys):
+    dest = fresh_registry()
+    small, docker = registry.seeded["small"], registry.seeded["docker"]
+    # Make sample/small:small at the destination point at something else.
+    skopeo.run("copy", "--preserve-digests", "-q", "--src-tls-verify=false", "--dest-tls-verify=false",
+               f"docker://{registry.host}/{docker.image}", f"docker://{dest.host}/{small.image}")
+    res = run_cli(capsys, "import", catalog_bundle, dest.host, "--dry-run", "--json")
+    assert res.code == 0, res.err
+    plan = res.json()
+    assert plan["dry_run"] and plan["blobs_to_push"] > 0
+    assert f"{small.repo}:small -> {small.manifest.digest}" in plan["tags"]
+    assert RegistryClient(dest.host).catalog() == ["sample/small"]  # the dry run wrote nothing
+
+    res = run_cli(capsys, "import", catalog_bundle, dest.host, "--on-existing", "fail")
+    assert res.code == 1 and f"{small.repo}:small" in res.err and "already points" in res.err
+    assert RegistryClient(dest.host).catalog() == ["sample/small"]
+
+    res = run_cli(capsys, "import", catalog_bundle, dest.host, "--on-existing", "skip")
+    assert res.code == 0, res.err
+    assert "kept sample/small:small" in res.err
+    assert skopeo.digest(dest, small.image) == docker.manifest.digest
+
+    res = run_cli(capsys, "import", catalog_bundle, dest.host)  # default: overwrite, and say so
+    assert res.code == 0 and "overwriting sample/small:small" in res.err
+    assert skopeo.digest(dest, small.image) == small.manifest.digest
+
+
+def test_import_into_htpasswd_tls_and_token_registries(registry, catalog_bundle, tls_registry, token_registry,
+                                                       skopeo, monkeypatch, capsys):
+    app = registry.seeded["app"]
+    for target in (tls_registry, token_registry):
+        monkeypatch.setenv("TRANSFER_USERNAME", target.username)
+        monkeypatch.setenv("TRANSFER_PASSWORD", target.password)
+        extra = ["--ca-cert", str(target.ca_cert_path)] if target.ca_cert_path else []
+        res = run_cli(capsys, "import", catalog_bundle, f"{target.host}/imported", *extra)
+        assert res.code == 0, res.err
+        assert target.password not in res.out + res.err
+        assert skopeo.digest(target, f"imported/{app.image}") == app.manifest.digest
+
+
+def test_wrong_password_is_one_clear_line(catalog_bundle, tls_registry, monkeypatch, capsys):
+    monkeypatch.setenv("TRANSFER_USERNAME", tls_registry.username)
+    monkeypatch.setenv("TRANSFER_PASSWORD", "not-the-password-x9")
+    res = run_cli(capsys, "import", catalog_bundle, tls_registry.host, "--ca-cert", tls_registry.ca_cert_path)
+    assert res.code == 1 and res.err.count("\n") == 1
+    assert "not-the-password-x9" not in res.err and "401" in res.err
+
+
+def test_incomplete_bundle_is_refused(registry, fresh_registry, tmp_path, capsys):
+    out = tmp_path / "part.bundle"
+    res = run_cli(capsys, "export", f"{registry.host}/sample/nope:1", f"{registry.host}/sample/small:small",
+                  "--keep-going", "-o", out)
+    assert res.code == 1
+    dest = fresh_registry()
+    res = run_cli(capsys, "import", out, dest.host)
+    assert res.code == 1 and "incomplete" in res.err
+    assert RegistryClient(dest.host).catalog() == []
+    res = run_cli(capsys, "import", out, dest.host, "--allow-incomplete")
+    assert res.code == 0, res.err
+
+
+def test_ls_json_lists_the_bundle(catalog_bundle, registry, capsys):
+    res = run_cli(capsys, "ls", catalog_bundle, "--json")
+    assert res.code == 0
+    text = json.dumps(res.json())
+    for s in registry.seeded.values():
+        assert s.manifest.digest in text
