@@ -1,0 +1,185 @@
+"""ChunkedUploader against a real docker-registry (through the fault proxy, which counts the bytes
+of every request) and against the scripted spec registry for behaviour 2.8 cannot show."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.bed.proxy import FaultProxy
+from tests.bed.spec_registry import SpecRegistry
+from transfer.errors import UploadError
+from transfer.models import Descriptor
+from transfer.registry.client import RegistryClient
+from transfer.registry.http import RetryPolicy
+from transfer.registry.store import RegistryStore
+from transfer.registry.upload import ChunkedUploader, RegistrySettings
+
+MiB = 1 << 20
+FAST = RetryPolicy(attempts=3, backoff=0.01, max_delay=0.05, total=10)
+REPO = "team/app"
+
+
+def make_blob(size: int, seed: int = 1) -> tuple[bytes, Descriptor]:
+    data = (hashlib.sha256(seed.to_bytes(8, "big")).digest() * 8)[:256] + os.urandom(max(size - 256, 0))
+    data = data[:size]
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    return data, Descriptor(media_type="application/vnd.oci.image.layer.v1.tar", digest=digest, size=size)
+
+
+def uploader(chunk: int = MiB, **kw) -> ChunkedUploader:
+    kw.setdefault("backoff", 0.01)
+    return ChunkedUploader(chunk, **kw)
+
+
+def push(host: str, up: ChunkedUploader, data: bytes, desc: Descriptor, repo: str = REPO, **client_kw) -> None:
+    client_kw.setdefault("retry", FAST)
+    with RegistryClient(host, **client_kw) as client:
+        RegistryStore(client, uploader=up).push(repo, desc, lambda: io.BytesIO(data))
+
+
+def assert_blob(url: str, desc: Descriptor, repo: str = REPO, **session_kw) -> None:
+    """An independent check (plain requests): HEAD size and a GET whose sha256 is the digest."""
+    path = f"{url}/v2/{repo}/blobs/{desc.digest}"
+    head = requests.head(path, timeout=30, **session_kw)
+    assert head.status_code == 200 and int(head.headers["Content-Length"]) == desc.size
+    body = requests.get(path, timeout=60, **session_kw)
+    assert "sha256:" + hashlib.sha256(body.content).hexdigest() == desc.digest
+
+
+def bodies(proxy: FaultProxy, method: str, since: int = 0) -> list[int]:
+    """Request body sizes the proxy forwarded for ``method`` upload requests."""
+    with proxy.lock:
+        return [e.request_bytes for e in proxy.exchanges[since:] if e.method == method and "/blobs/uploads/" in e.path]
+
+
+@pytest.fixture
+def spec_registry() -> Iterator:
+    started: list[SpecRegistry] = []
+
+    def start(**kw) -> SpecRegistry:
+        registry = SpecRegistry(**kw).start()
+        started.append(registry)
+        return registry
+
+    try:
+        yield start
+    finally:
+        for registry in started:
+            registry.stop()
+
+
+# -- distribution 2.8 ---------------------------------------------------------------------------
+
+def test_chunked_upload_lands_in_chunk_sized_patches(fresh_registry, fault_proxy):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    data, desc = make_blob(20 * MiB + 123)
+    up = uploader(MiB)
+    push(proxy.host, up, data, desc)
+    assert_blob(registry.url, desc)
+    assert bodies(proxy, "PATCH") == [MiB] * 20 + [123]
+    assert bodies(proxy, "PUT") == [0]
+    assert proxy.stats("POST").requests == 1
+    assert (up.stats.blobs, up.stats.chunks_sent, up.stats.bytes_sent) == (1, 21, desc.size)
+    assert (up.stats.monolithic, up.stats.blobs_restarted, up.stats.status_queries) == (0, 0, 0)
+
+
+def test_small_blob_goes_up_in_one_put(fresh_registry, fault_proxy):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    data, desc = make_blob(300_000)
+    up = uploader(MiB)
+    push(proxy.host, up, data, desc)
+    assert_blob(registry.url, desc)
+    assert bodies(proxy, "PATCH") == [] and bodies(proxy, "PUT") == [300_000]
+    assert up.stats.monolithic == 1 and up.stats.bytes_sent == 300_000
+
+
+def test_empty_blob(fresh_registry):
+    registry = fresh_registry()
+    data, desc = make_blob(0)
+    push(registry.host, uploader(), data, desc)
+    assert_blob(registry.url, desc)
+
+
+@pytest.mark.parametrize("settings, patches, put", [
+    (RegistrySettings(min_chunk=3 * MiB), [3 * MiB] * 3 + [MiB // 2], [0]),
+    (RegistrySettings(max_chunk=MiB // 2), [MiB // 2] * 19, [0]),
+    (RegistrySettings(last_chunk_in_put=True), [MiB] * 9, [MiB // 2]),
+    (RegistrySettings(min_chunk=2 * MiB, last_chunk_in_put=True), [2 * MiB] * 4, [MiB + MiB // 2]),
+    (RegistrySettings(monolithic_only=True), [], [9 * MiB + MiB // 2]),
+])
+def test_registry_settings_shape_the_requests(fresh_registry, fault_proxy, settings, patches, put):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    data, desc = make_blob(9 * MiB + MiB // 2)
+    push(proxy.host, uploader(MiB, settings={"127.0.0.1:*": settings}), data, desc)
+    assert_blob(registry.url, desc)
+    assert bodies(proxy, "PATCH") == patches
+    assert bodies(proxy, "PUT") == put
+
+
+def test_threshold_sends_larger_blobs_whole(fresh_registry, fault_proxy):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    data, desc = make_blob(3 * MiB)
+    push(proxy.host, uploader(MiB, threshold=4 * MiB), data, desc)
+    assert bodies(proxy, "PATCH") == [] and bodies(proxy, "PUT") == [3 * MiB]
+
+
+def test_wrong_source_bytes_fail_before_the_put(fresh_registry, fault_proxy):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    data, desc = make_blob(5 * MiB)
+    bad = data[:-1] + bytes([data[-1] ^ 1])
+    with pytest.raises(Exception, match="integrity check failed for blob"):
+        push(proxy.host, uploader(MiB), bad, desc)
+    assert bodies(proxy, "PUT") == []
+    assert requests.head(f"{registry.url}/v2/{REPO}/blobs/{desc.digest}", timeout=10).status_code == 404
+
+
+# -- the scripted spec registry -----------------------------------------------------------------
+
+def test_chunk_min_length_header_raises_the_chunk_size(spec_registry):
+    registry = spec_registry(min_chunk=2 * MiB)
+    data, desc = make_blob(7 * MiB)
+    push(registry.host, uploader(MiB), data, desc)
+    assert [r.body_bytes for r in registry.requests_of("PATCH")] == [2 * MiB] * 3 + [MiB]
+    assert registry.blobs[(REPO, desc.digest)] == data
+
+
+def test_patch_answered_201_like_ecr(spec_registry):
+    registry = spec_registry(patch_status=201)
+    data, desc = make_blob(5 * MiB + 7)
+    push(registry.host, uploader(MiB), data, desc)
+    assert registry.blobs[(REPO, desc.digest)] == data
+    assert {r.status for r in registry.requests_of("PATCH")} == {201}
+
+
+def test_ghcr_like_chunk_cap_fails_clearly_without_settings(spec_registry):
+    registry = spec_registry(max_chunk=MiB)
+    data, desc = make_blob(6 * MiB)
+    up = uploader(2 * MiB, max_restarts=1, max_failures=2)
+    with pytest.raises(UploadError, match=rf"blob {desc.digest} .* to {registry.host}/{REPO} failed"):
+        push(registry.host, up, data, desc)
+    push(registry.host, uploader(2 * MiB, settings={registry.host: RegistrySettings(max_chunk=MiB)}), data, desc)
+    assert registry.blobs[(REPO, desc.digest)] == data
+
+
+def test_416_on_a_patch_continues_from_the_registry_offset(spec_registry, fault_proxy):
+    registry = spec_registry()
+    proxy = fault_proxy(registry)
+    proxy.respond(416, "PATCH", skip=3)
+    data, desc = make_blob(8 * MiB)
+    up = uploader(MiB)
+    push(proxy.host, up, data, desc)
+    assert registry.blobs[(REPO, desc.digest)] == data
+    assert sum(r.body_bytes for r in registry.requests_of("PATCH")) == desc.size  # nothing sent twice
+    assert up.stats.status_queries == 1 and up.stats.blobs_restarted == 0
+    assert len(registry.requests_of("POST")) == 1
