@@ -1,0 +1,113 @@
+"""An interrupted import continues where the registry stands: bytes sent are counted by a proxy in
+front of the real registry, not by the importer."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.bed.images import Layout
+from tests.cli_helpers import run_cli, spawn_cli
+from transfer.sizes import parse_size
+
+CHUNK = 1 << 20
+LAYER = 6 * CHUNK + 12_345  # seven chunks, the last one short
+
+
+@pytest.fixture
+def big_bundle(fresh_registry, skopeo, tmp_path, capsys):
+    """A bundle holding one image whose large layer needs seven chunks."""
+    src = fresh_registry()
+    layout = Layout(tmp_path / "layout")
+    image = layout.image("resume", [LAYER], tag="v1")
+    layout.save()
+    skopeo.seed(src, layout, image, "big/app", "v1")
+    bundle = tmp_path / "big.bundle"
+    assert run_cli(capsys, "export", f"{src.host}/big/app:v1", "-o", bundle, "-q").code == 0
+    layer = max(image.layers, key=lambda b: b.size)
+    return bundle, image, layer
+
+
+def _wait_fired(proxy, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not any(r.fired for r in proxy.rules):
+        time.sleep(0.02)
+    assert any(r.fired for r in proxy.rules), "the import never reached the stalled chunk"
+
+
+def _upload_bytes(proxy) -> int:
+    """Request body bytes of PATCH and PUT to upload sessions (blob bytes sent)."""
+    return sum(proxy.stats(m, "/blobs/uploads/").request_bytes for m in ("PATCH", "PUT"))
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_interrupted_import_sends_only_unacknowledged_chunks(how, big_bundle, fresh_registry, fault_proxy,
+                                                             skopeo, tmp_path):
+    bundle, image, layer = big_bundle
+    dest = fresh_registry()
+    proxy = fault_proxy(dest)
+    journal = tmp_path / "journal.json"
+    args = ["import", bundle, proxy.host, "--chunk-size", "1MiB", "--jobs", "1", "--journal", journal]
+    proxy.stall(3, "PATCH", "/blobs/uploads/", skip=3)  # the 4th chunk waits: three are acknowledged
+    proc = spawn_cli(*args)
+    _wait_fired(proxy)
+    proc.send_signal(getattr(signal, how))
+    code = proc.wait(30)
+    err = proc.stderr.read().decode()
+    if how == "SIGINT":
+        # The chunk in flight finishes, the state is saved, and the user is told how to resume.
+        assert code == 130, err
+        assert "run the same command again" in err
+        acknowledged = 4 * CHUNK
+    else:
+        assert code == -signal.SIGKILL
+        acknowledged = 3 * CHUNK
+    assert journal.exists()
+    proxy.clear()
+    proc = spawn_cli(*args)
+    assert proc.wait(60) == 0, proc.stderr.read().decode()
+    sent = _upload_bytes(proxy)
+    # Only the layer's unacknowledged bytes (plus the small config, if it was not done) went again.
+    assert layer.size - acknowledged <= sent <= layer.size - acknowledged + image.config.size
+    assert skopeo.digest(dest, "big/app:v1") == image.digest
+
+
+def test_chunk_cut_midway_restarts_the_blob_on_distribution_2_8(big_bundle, fresh_registry, fault_proxy,
+                                                               skopeo, tmp_path, capsys):
+    bundle, image, layer = big_bundle
+    dest = fresh_registry()
+    proxy = fault_proxy(dest)
+    proxy.cut_request("PATCH", "/blobs/uploads/", after=CHUNK // 2, skip=2)
+    res = run_cli(capsys, "import", bundle, proxy.host, "--chunk-size", "1MiB", "--jobs", "1",
+                  "--journal", tmp_path / "j.json", "--json")
+    assert res.code == 0, res.err
+    assert res.json()["upload"]["blobs_restarted"] == 1  # 2.8 wedges the session: that one blob restarts
+    assert skopeo.digest(dest, "big/app:v1") == image.digest
+
+
+def test_registry_restart_mid_import_keeps_the_upload(big_bundle, fresh_registry, fault_proxy, skopeo, tmp_path):
+    bundle, image, layer = big_bundle
+    dest = fresh_registry()
+    proxy = fault_proxy(dest)
+    journal = tmp_path / "journal.json"
+    args = ["import", bundle, proxy.host, "--chunk-size", "1MiB", "--jobs", "1", "--journal", journal]
+    proxy.stall(3, "PATCH", "/blobs/uploads/", skip=3)
+    proc = spawn_cli(*args)
+    _wait_fired(proxy)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    dest.restart()  # same http.secret: the saved Location stays valid
+    proxy.clear()
+    proc = spawn_cli(*args)
+    assert proc.wait(60) == 0, proc.stderr.read().decode()
+    assert _upload_bytes(proxy) <= layer.size - 3 * CHUNK + image.config.size
+    assert skopeo.digest(dest, "big/app:v1") == image.digest
+
+
+def test_chunk_size_option_is_validated(big_bundle, fresh_registry, capsys):
+    bundle, _, _ = big_bundle
+    res = run_cli(capsys, "import", bundle, fresh_registry().host, "--chunk-size", "lots")
+    assert res.code == 2 and "lots" in res.err
+    assert parse_size("8MiB") == 8 << 20
