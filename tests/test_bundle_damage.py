@@ -55,19 +55,21 @@ def test_truncation_everywhere_recovers_complete_records_and_continues(tmp_path,
     for cut in cuts:
         cut_path = tmp_path / f"cut{cut}.bundle"
         cut_path.write_bytes(bundle.read_bytes()[:cut])
-        if cut < fmt.FILE_HEADER_SIZE:
-            continue
         whole = {h.digest for off, hend, end, h in records if end <= cut and h.type == fmt.CONTENT}
-        with BundleReader(cut_path, recover=True) as r:
-            assert set(r.digests()) == whole, cut
-            assert not r.complete
-            for d in whole:
-                assert read_all(r, r.descriptor(d)) == content[d]
-        with BundleWriter(cut_path) as w:  # append-continue: the same export again
+        if cut >= fmt.FILE_HEADER_SIZE:
+            with BundleReader(cut_path, recover=True) as r:
+                assert set(r.digests()) == whole, cut
+                assert not r.complete
+                for d in whole:
+                    assert read_all(r, r.descriptor(d)) == content[d]
+        with BundleWriter(cut_path, created=CREATED) as w:  # append-continue: the same export again
             _build(w)
         with BundleReader(cut_path) as r:
             assert r.complete and r.tags("app") == ["1", "2"]
             assert {d: read_all(r, r.descriptor(d)) for d in r.digests()} == content
+            assert r.info.created == CREATED
+        if cut > 2 * fmt.FILE_HEADER_SIZE:  # the continued bundle is the uninterrupted one
+            assert cut_path.read_bytes() == bundle.read_bytes()
 
 
 def test_missing_index_needs_recover(tmp_path, bundle):
