@@ -72,13 +72,16 @@ def test_truncation_everywhere_recovers_complete_records_and_continues(tmp_path,
             assert cut_path.read_bytes() == bundle.read_bytes()
 
 
-def test_missing_index_needs_recover(tmp_path, bundle):
+def test_missing_index_needs_recover(tmp_path, bundle, capsys):
     records = _records(bundle)
     index_at = [off for off, _, _, h in records if h.type == fmt.INDEX][0]
     cut = tmp_path / "cut.bundle"
     cut.write_bytes(bundle.read_bytes()[:index_at])
     with pytest.raises(CorruptBundleError, match="transfer recover"):
         BundleReader(cut)
+    assert main(["ls", str(cut)]) == 0
+    out = capsys.readouterr().out
+    assert "INCOMPLETE" in out and "not closed" in out and "app" in out
     assert main(["recover", str(cut)]) == 0
     r = BundleReader(cut)
     assert not r.complete and r.tags("app") == ["1", "2"]

@@ -74,7 +74,7 @@ def _status(reader: BundleReader) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    with BundleReader(args.bundle) as reader:
+    with BundleReader(args.bundle, recover=True) as reader:  # a damaged index: list what the records hold
         info = reader.info
         rows = [(e, reader.image_size(e.digest)) for e in reader.entries]
         if args.json:
@@ -102,7 +102,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                           "problems": [{"digest": p.digest, "message": p.message} for p in report.problems]}, indent=2))
     else:
         _print_report(report, args.quiet)
-    if args.repair and any("index" in p.message for p in report.problems):
+    if args.repair and report.damaged_index:
         summary = rewrite_index(args.bundle)
         if not args.quiet and not args.json:
             print(f"repaired: wrote a new index for part(s) {', '.join(map(str, summary['parts']))}")
