@@ -31,6 +31,7 @@ class VerifyReport:
     records: int = 0
     bytes: int = 0
     complete: bool = False
+    damaged_index: bool = False  # some part's index is missing or damaged (recover rebuilds it)
 
     @property
     def ok(self) -> bool:
@@ -48,6 +49,7 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
         if only and part.path != only:
             continue
         if part.index_problem:
+            report.damaged_index = True
             report.problems.append(Problem(None, f"index unusable: {part.index_problem}"))
         if part.scan and part.scan.problem:
             report.problems.append(Problem(None, f"records after offset {part.scan.end} lost: {part.scan.problem}"))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import queue
+import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -53,13 +55,45 @@ class _Part:
     chunk_bytes: int = 0  # JSON bytes the chunk entries add to this part's index
 
 
+class _Pipeline:
+    """Writes and checksums payload pieces on a worker thread while the caller reads, hashes and
+    compresses the next ones (hashlib, zlib and file writes release the GIL). At most ``depth``
+    pieces are in flight, so memory stays bounded."""
+
+    def __init__(self, fh: BinaryIO, depth: int = 4) -> None:
+        self._fh, self._queue = fh, queue.Queue(maxsize=depth)
+        self.crc, self._error = 0, None
+        self._thread = threading.Thread(target=self._run, name="bundle-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, data: bytes | memoryview) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._fh.write(data)
+                    self.crc = zlib.crc32(data, self.crc)
+                except BaseException as exc:  # handed to the caller by put() or close()
+                    self._error = exc
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 class _ChunkSink:
     """Writes one record's payload: stored as is, or one zstd frame; never past ``limit`` bytes."""
 
     def __init__(self, fh: BinaryIO, codec: int, cctx: zstandard.ZstdCompressor, limit: int | None) -> None:
-        self._fh, self._limit = fh, limit
+        self._out, self._limit = _Pipeline(fh), limit
         self._z = cctx.compressobj() if codec == fmt.ZSTD else None
-        self.stored = self.length = self.crc = self._unflushed = 0
+        self.stored = self.length = self._unflushed = 0
 
     def fill(self, pending: memoryview, src: Readable) -> tuple[memoryview, bool]:
         """Write from ``pending`` then ``src`` until EOF (True) or the record is full (False)."""
@@ -97,13 +131,17 @@ class _ChunkSink:
 
     def _emit(self, out: bytes | memoryview) -> None:
         if out:
-            self._fh.write(out)
-            self.crc = zlib.crc32(out, self.crc)
+            self._out.put(out)
             self.stored += len(out)
 
     def finish(self) -> None:
         if self._z is not None:
             self._emit(self._z.flush())
+
+    def close(self) -> int:
+        """Wait for the worker; return the payload CRC."""
+        self._out.close()
+        return self._out.crc
 
 
 def append_index(fh: BinaryIO, doc: IndexDoc) -> int:
@@ -148,15 +186,14 @@ class BundleWriter:
         self._parts: list[_Part] = []
         self.bytes_written = self.blobs_written = 0
         self._closed = False
+        self._lock = threading.RLock()  # one record at a time, whichever thread pushes
         existing = self._existing_parts()
         if existing and not overwrite:
             self._resume(existing)
         else:
             for p in existing:
                 os.remove(p)
-            seed = f"{self.created}\0{source_registry}\0{split_size}".encode()
-            self._set_id = hashlib.sha256(seed).digest()[:16]
-            self._start_part(1)
+            self._fresh()
 
     # ---- parts --------------------------------------------------------------------------------
 
@@ -182,6 +219,9 @@ class BundleWriter:
         fh = open(path, "w+b")
         fh.write(fmt.encode_file_header(number, self._set_id))
         self._parts.append(_Part(number, path, fh))
+        self._write_meta()
+
+    def _write_meta(self) -> None:
         meta = {"created": self.created, "source_registry": self.source_registry, "tool_version": __version__}
         self._write_small(fmt.META, fmt.META_TYPE, meta, 0)
 
@@ -226,14 +266,17 @@ class BundleWriter:
 
     def _resume(self, paths: list[str]) -> None:
         """Continue an existing bundle: keep its complete records, drop a torn tail and the index."""
+        if os.path.getsize(paths[-1]) < fmt.FILE_HEADER_SIZE:  # died while creating that part
+            os.remove(paths.pop())
+        if not paths:
+            return self._fresh()
         loaded = [load_part(p, recover=True) for p in paths]
-        expected = list(range(1, len(loaded) + 1))
-        if [p.number for p in loaded] != expected or len({p.set_id for p in loaded}) > 1:
+        if [p.number for p in loaded] != list(range(1, len(loaded) + 1)) or len({p.set_id for p in loaded}) > 1:
             raise BundleError(f"{self.path}: cannot continue: parts are missing or belong to different bundles")
-        last = loaded[-1]
-        self._set_id = last.set_id
-        self.created = last.doc.created or self.created
-        self.source_registry = last.doc.source_registry or self.source_registry
+        first, last = loaded[0], loaded[-1]
+        self._set_id = first.set_id
+        self.created = first.doc.created or self.created
+        self.source_registry = first.doc.source_registry or self.source_registry
         for part in loaded:
             self._load(part)
         fh = open(last.path, "r+b")
@@ -241,6 +284,13 @@ class BundleWriter:
         fh.seek(last.records_end)
         self._parts.append(_Part(last.number, last.path, fh, list(last.doc.chunks)))
         self._part.chunk_bytes = sum(len(fmt.dumps(c.to_json())) + 1 for c in last.doc.chunks)
+        if last.records_end == fmt.FILE_HEADER_SIZE:  # its META record was torn
+            self._write_meta()
+
+    def _fresh(self) -> None:
+        seed = f"{self.created}\0{self.source_registry}\0{self.split_size}".encode()
+        self._set_id = hashlib.sha256(seed).digest()[:16]
+        self._start_part(1)
 
     def _load(self, part: LoadedPart) -> None:
         for c in part.doc.chunks:
@@ -286,9 +336,12 @@ class BundleWriter:
 
     def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener) -> None:
         """Stream, verify and store ``desc``; on any failure nothing claims the digest."""
-        self._check_open()
-        if self.stored(desc.digest):
-            return
+        with self._lock:
+            self._check_open()
+            if not self.stored(desc.digest):
+                self._push_locked(repo, desc, open_blob)
+
+    def _push_locked(self, repo: str, desc: Descriptor, open_blob: BlobOpener) -> None:
         part = self._part
         mark = (part.number, part.fh.tell(), len(part.chunks), part.chunk_bytes, self.bytes_written)
         try:
@@ -328,14 +381,17 @@ class BundleWriter:
         fh.write(bytes(hlen))  # zeros: a record torn here has no valid header
         limit = None if self.split_size is None else self.split_size - self._index_reserve() - start - hlen
         sink = _ChunkSink(fh, codec, self._cctx, limit)
-        pending, done = sink.fill(pending, src)
-        sink.finish()
+        try:
+            pending, done = sink.fill(pending, src)
+            sink.finish()
+        finally:
+            crc = sink.close()
         entry = ChunkEntry(
             desc.digest, desc.media_type, desc.size, fmt.CODEC_NAMES[codec], start, sink.stored,
             offset, sink.length, self._part.number,
         )
         fh.seek(start)
-        fh.write(fmt.encode_record_header(entry.header(sink.crc)))
+        fh.write(fmt.encode_record_header(entry.header(crc)))
         fh.seek(0, os.SEEK_END)
         self._part.chunks.append(entry)
         self._part.chunk_bytes += len(fmt.dumps(entry.to_json())) + 1
@@ -361,6 +417,10 @@ class BundleWriter:
 
     def add_root(self, repo: str, desc: Descriptor, tag: str | None = None) -> None:
         """Record ``desc`` (a manifest already pushed) as a root of ``repo``, tagged or by digest."""
+        with self._lock:
+            self._add_root_locked(repo, desc, tag)
+
+    def _add_root_locked(self, repo: str, desc: Descriptor, tag: str | None) -> None:
         self._check_open()
         validate_repository(repo)
         if not self.stored(desc.digest):
@@ -374,12 +434,12 @@ class BundleWriter:
 
     def expect(self, desc: Descriptor) -> None:
         """Record ``desc`` as present at the destination already (a delta bundle leaves it out)."""
-        self._check_open()
-        if desc.digest in self._expected:
-            return
-        obj = desc.model_dump(mode="json", by_alias=True, exclude_none=True)
-        self._write_small(fmt.EXPECT, fmt.EXPECT_TYPE, obj, len(fmt.dumps(obj)) + 1)
-        self._add_expected(obj)
+        with self._lock:
+            self._check_open()
+            if desc.digest not in self._expected:
+                obj = desc.model_dump(mode="json", by_alias=True, exclude_none=True)
+                self._write_small(fmt.EXPECT, fmt.EXPECT_TYPE, obj, len(fmt.dumps(obj)) + 1)
+                self._add_expected(obj)
 
     def _read_back(self, digest: str, limit: int) -> bytes:
         self._part.fh.flush()
@@ -408,15 +468,17 @@ class BundleWriter:
 
     def close(self) -> None:
         """Write the final index, marked complete: call only after a successful export."""
-        if not self._closed:
-            self._closed = True
-            self._finish_part(complete=True)
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._finish_part(complete=True)
 
     def abort(self) -> None:
         """Write an index marked incomplete (the export can be continued later)."""
-        if not self._closed:
-            self._closed = True
-            self._finish_part(complete=False)
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._finish_part(complete=False)
 
     def __enter__(self) -> "BundleWriter":
         return self
@@ -424,8 +486,11 @@ class BundleWriter:
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if exc_type is None:
             self.close()
-        else:
+            return
+        try:
             self.abort()
+        except OSError:
+            pass  # e.g. the disk is full: no index, which reopening or 'transfer recover' handles
 
 
 __all__ = ["BundleWriter", "UnsupportedManifestError"]

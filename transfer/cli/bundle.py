@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from typing import Any
 
 from transfer.bundle import BundleReader, rewrite_index
@@ -13,18 +14,15 @@ from transfer.bundle.verify import VerifyReport, verify
 BUNDLE_HELP = "the bundle file, a split set's name (NAME for NAME.001, NAME.002, ...) or one part NAME.00N"
 
 
-def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = subparsers.add_parser(
-        "ls", parents=parents, formatter_class=fmt, help="list the images in a bundle",
+COMMANDS = {
+    "ls": dict(
+        help="list the images in a bundle",
         description="List every repository, tag (or untagged root), platforms and size in a bundle, "
         "and say loudly if the bundle is incomplete (an export that did not finish, or parts missing).",
-        epilog="example:\n  transfer ls app.bundle\n  transfer ls --json dvd.bundle.001",
-    )
-    p.add_argument("bundle", metavar="BUNDLE", help=BUNDLE_HELP)
-    p.set_defaults(func=cmd_ls)
-    p = subparsers.add_parser(
-        "verify", parents=parents, formatter_class=fmt, help="check every byte of a bundle",
+        epilog="examples:\n  transfer ls app.bundle\n  transfer ls --json dvd.bundle.001",
+    ),
+    "verify": dict(
+        help="check every byte of a bundle",
         description="Read every record of the bundle and check its checksum, size and digest; check "
         "the index checksum; and check that every manifest's children are in the bundle (or declared "
         "expected at the destination). Prints each problem with the digest at fault; exits 1 if "
@@ -32,22 +30,31 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         epilog="examples:\n  transfer verify app.bundle\n  transfer verify app.bundle.002      "
         "one part, e.g. as soon as a DVD is burnt\n  transfer verify --repair app.bundle  "
         "also rebuild a damaged index (same as 'transfer recover')",
-    )
-    p.add_argument("bundle", metavar="BUNDLE", help=BUNDLE_HELP)
-    p.add_argument("--repair", action="store_true", help="rebuild a missing or damaged index from the records")
-    p.set_defaults(func=cmd_verify)
-    p = subparsers.add_parser(
-        "recover", parents=parents, formatter_class=fmt, help="rebuild the index of a damaged or interrupted bundle",
+    ),
+    "recover": dict(
+        help="rebuild the index of a damaged or interrupted bundle",
         description="Scan the records of a bundle whose index is missing or damaged (a crash, a full "
         "disk, a cut copy), keep every complete record, drop a torn tail and write a valid index. "
         "The result is marked incomplete: run the same export again to finish it (it continues "
         "the file), or, once 'transfer verify' is clean, pass --mark-complete.",
         epilog="example:\n  transfer recover app.bundle && transfer verify app.bundle",
-    )
-    p.add_argument("bundle", metavar="BUNDLE", help=BUNDLE_HELP)
-    p.add_argument("--mark-complete", action="store_true",
-                   help="mark the recovered bundle complete (only if you know the export had finished)")
-    p.set_defaults(func=cmd_recover)
+    ),
+}
+
+
+def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    funcs = {"ls": cmd_ls, "verify": cmd_verify, "recover": cmd_recover}
+    parsers = {}
+    for name, texts in COMMANDS.items():
+        texts = dict(texts, description=textwrap.fill(texts["description"], 78))
+        p = subparsers.add_parser(name, parents=parents, formatter_class=argparse.RawDescriptionHelpFormatter, **texts)
+        p.add_argument("bundle", metavar="BUNDLE", help=BUNDLE_HELP)
+        p.set_defaults(func=funcs[name])
+        parsers[name] = p
+    parsers["verify"].add_argument("--repair", action="store_true",
+                                   help="rebuild a missing or damaged index from the records")
+    parsers["recover"].add_argument("--mark-complete", action="store_true",
+                                    help="mark the recovered bundle complete (only if you know the export had finished)")
 
 
 def _human(n: int) -> str:
@@ -67,7 +74,7 @@ def _status(reader: BundleReader) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    with BundleReader(args.bundle) as reader:
+    with BundleReader(args.bundle, recover=True) as reader:  # a damaged index: list what the records hold
         info = reader.info
         rows = [(e, reader.image_size(e.digest)) for e in reader.entries]
         if args.json:
@@ -95,7 +102,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                           "problems": [{"digest": p.digest, "message": p.message} for p in report.problems]}, indent=2))
     else:
         _print_report(report, args.quiet)
-    if args.repair and any("index" in p.message for p in report.problems):
+    if args.repair and report.damaged_index:
         summary = rewrite_index(args.bundle)
         if not args.quiet and not args.json:
             print(f"repaired: wrote a new index for part(s) {', '.join(map(str, summary['parts']))}")
