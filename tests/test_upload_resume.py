@@ -1,0 +1,246 @@
+"""Uploads that survive: a killed or interrupted process continues from its journal, a chunk broken
+midway is recovered (restart on distribution 2.8, continue on a spec registry), a registry restart
+and an expiring token do not lose the upload. Bytes are counted by the proxy, not the uploader."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.bed.proxy import FaultProxy
+from tests.test_upload import FAST, REPO, MiB, assert_blob, bodies, make_blob, push, spec_registry, uploader  # noqa: F401
+from transfer import interrupt
+from transfer.errors import TransferError, TransferInterrupted
+from transfer.models import Descriptor
+from transfer.registry.client import RegistryClient
+from transfer.registry.credentials import Credentials
+from transfer.registry.journal import UploadJournal
+from transfer.registry.store import RegistryStore
+from transfer.registry.upload import ChunkedUploader
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = "import sys; from tests.test_upload_resume import worker_main; sys.exit(worker_main(sys.argv[1:]))"
+
+
+def worker_main(argv: list[str]) -> int:
+    """Subprocess body: push the blob in FILE to HOST with a journal; SIGINT/SIGTERM set STOP as
+    the CLI does; exit with the error's exit code (130 when interrupted)."""
+    host, path, digest, journal, chunk = argv
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: interrupt.STOP.set())
+    desc = Descriptor(media_type="application/octet-stream", digest=digest, size=os.path.getsize(path))
+    up = ChunkedUploader(int(chunk), journal=UploadJournal(journal), source=path, backoff=0.01)
+    try:
+        with RegistryClient(host, retry=FAST) as client:
+            RegistryStore(client, uploader=up).push(REPO, desc, lambda: open(path, "rb"))
+    except TransferError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def start_worker(host: str, blob: Path, desc: Descriptor, journal: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", WORKER, host, str(blob), desc.digest, str(journal), str(MiB)],
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_patches(proxy: FaultProxy, count: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while len(bodies(proxy, "PATCH")) < count:
+        assert proc.poll() is None, f"worker exited early: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, "the worker did not reach the stalled chunk"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def blob_file(tmp_path: Path) -> tuple[Path, bytes, Descriptor]:
+    data, desc = make_blob(24 * MiB + 4321)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    return path, data, desc
+
+
+@pytest.fixture(autouse=True)
+def clear_stop():
+    interrupt.STOP.clear()
+    yield
+    interrupt.STOP.clear()
+
+
+def test_killed_between_chunks_resumes_from_the_journal(fresh_registry, fault_proxy, blob_file, tmp_path):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    path, data, desc = blob_file
+    journal = tmp_path / "journal.json"
+    k = 7
+    proxy.stall(20, "PATCH", skip=k)  # chunk k+1 never reaches the registry while we look
+    proc = start_worker(proxy.host, path, desc, journal)
+    try:
+        wait_for_patches(proxy, k + 1, proc)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    [entry] = UploadJournal(journal).entries()
+    assert (entry.offset, entry.size, entry.source) == (k * MiB, desc.size, str(path))
+    since = len(proxy.exchanges)
+    rerun = start_worker(proxy.host, path, desc, journal)
+    assert rerun.wait(timeout=60) == 0, rerun.stderr.read()
+    assert_blob(registry.url, desc)
+    assert sum(bodies(proxy, "PATCH", since)) + sum(bodies(proxy, "PUT", since)) == desc.size - k * MiB
+    assert bodies(proxy, "POST", since) == []
+    assert UploadJournal(journal).entries() == []
+
+
+def test_sigint_finishes_the_chunk_in_flight_and_exits_130(fresh_registry, fault_proxy, blob_file, tmp_path):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    path, data, desc = blob_file
+    journal = tmp_path / "journal.json"
+    k = 5
+    proxy.stall(1.0, "PATCH", skip=k)
+    proc = start_worker(proxy.host, path, desc, journal)
+    wait_for_patches(proxy, k + 1, proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert "interrupted" in proc.stderr.read()
+    [entry] = UploadJournal(journal).entries()
+    assert entry.offset == (k + 1) * MiB  # the chunk in flight was finished and saved
+    since = len(proxy.exchanges)
+    rerun = start_worker(proxy.host, path, desc, journal)
+    assert rerun.wait(timeout=60) == 0, rerun.stderr.read()
+    assert_blob(registry.url, desc)
+    assert sum(bodies(proxy, "PATCH", since)) + sum(bodies(proxy, "PUT", since)) == desc.size - (k + 1) * MiB
+    assert UploadJournal(journal).entries() == []
+
+
+class StopAfter(io.BytesIO):
+    """A source that sets STOP once ``limit`` bytes were read (an interrupt mid-blob)."""
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        super().__init__(data)
+        self.limit = limit
+
+    def read(self, n: int = -1) -> bytes:
+        out = super().read(n)
+        if self.tell() >= self.limit:
+            interrupt.STOP.set()
+        return out
+
+
+def test_interrupt_in_process_then_resume_counts_what_was_not_resent(fresh_registry, fault_proxy, tmp_path):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    data, desc = make_blob(10 * MiB)
+    journal = UploadJournal(tmp_path / "journal.json")
+    with RegistryClient(proxy.host, retry=FAST) as client:
+        store = RegistryStore(client, uploader=uploader(MiB, journal=journal))
+        with pytest.raises(TransferInterrupted):
+            store.push(REPO, desc, lambda: StopAfter(data, 3 * MiB + 1))
+    assert UploadJournal(journal.path).get(proxy.host, REPO, desc.digest).offset == 4 * MiB
+    interrupt.STOP.clear()
+    since = len(proxy.exchanges)
+    up = uploader(MiB, journal=UploadJournal(journal.path))
+    push(proxy.host, up, data, desc)
+    assert_blob(registry.url, desc)
+    assert sum(bodies(proxy, "PATCH", since)) == 6 * MiB
+    assert (up.stats.blobs_resumed, up.stats.bytes_resumed, up.stats.bytes_sent) == (1, 4 * MiB, 6 * MiB)
+
+
+def test_journal_session_gone_restarts_the_blob(fresh_registry, fault_proxy, tmp_path):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    data, desc = make_blob(6 * MiB)
+    journal = UploadJournal(tmp_path / "journal.json")
+    with pytest.raises(TransferInterrupted):
+        _interrupted_push(proxy.host, journal, data, desc)
+    entry = journal.get(proxy.host, REPO, desc.digest)
+    assert requests.delete(entry.location, timeout=10).status_code == 204  # the session is gone
+    interrupt.STOP.clear()
+    up = uploader(MiB, journal=UploadJournal(journal.path))
+    push(proxy.host, up, data, desc)
+    assert_blob(registry.url, desc)
+    assert (up.stats.blobs_resumed, up.stats.bytes_sent) == (0, desc.size)
+    assert UploadJournal(journal.path).entries() == []
+
+
+def _interrupted_push(host: str, journal: UploadJournal, data: bytes, desc: Descriptor) -> None:
+    with RegistryClient(host, retry=FAST) as client:
+        RegistryStore(client, uploader=uploader(MiB, journal=journal)).push(
+            REPO, desc, lambda: StopAfter(data, 2 * MiB))
+
+
+def test_chunk_broken_midway_restarts_the_blob_on_distribution_28(fresh_registry, fault_proxy):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    proxy.cut_request("PATCH", after=300_000, skip=4)
+    data, desc = make_blob(10 * MiB)
+    up = uploader(MiB)
+    push(proxy.host, up, data, desc)
+    assert_blob(registry.url, desc)
+    assert up.stats.blobs_restarted == 1
+    assert len(bodies(proxy, "POST")) == 2  # the wedged session was replaced
+    assert sum(bodies(proxy, "PATCH")) == desc.size + 4 * MiB + 300_000
+
+
+def test_chunk_broken_midway_continues_on_a_spec_registry(spec_registry, fault_proxy):
+    registry = spec_registry()
+    proxy = fault_proxy(registry)
+    proxy.cut_request("PATCH", after=300_000, skip=4)
+    data, desc = make_blob(10 * MiB)
+    up = uploader(MiB)
+    push(proxy.host, up, data, desc)
+    assert registry.blobs[(REPO, desc.digest)] == data
+    assert up.stats.blobs_restarted == 0 and up.stats.status_queries == 1
+    assert sum(bodies(proxy, "PATCH")) == desc.size  # the partial chunk's bytes were not sent again
+    assert bodies(proxy, "PATCH")[4:6] == [300_000, MiB - 300_000]
+    assert len(registry.requests_of("POST")) == 1
+
+
+class Hook(io.BytesIO):
+    """A source that calls ``action`` once when ``at`` bytes were read."""
+
+    def __init__(self, data: bytes, at: int, action) -> None:
+        super().__init__(data)
+        self.at, self.action = at, action
+
+    def read(self, n: int = -1) -> bytes:
+        out = super().read(n)
+        if self.action and self.tell() >= self.at:
+            action, self.action = self.action, None
+            action()
+        return out
+
+
+def test_registry_restart_mid_upload_keeps_the_session(fresh_registry, fault_proxy):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    data, desc = make_blob(8 * MiB)
+    up = uploader(MiB)
+    with RegistryClient(proxy.host, retry=FAST) as client:
+        RegistryStore(client, uploader=up).push(REPO, desc, lambda: Hook(data, 4 * MiB + 1, registry.restart))
+    assert_blob(registry.url, desc)
+    assert registry.log_text().count("--- starting") == 2
+    assert up.stats.blobs_restarted == 0 and len(bodies(proxy, "POST")) == 1
+    assert sum(bodies(proxy, "PATCH")) == desc.size
+
+
+def test_upload_outlives_a_short_lived_token(fresh_registry):
+    registry = fresh_registry("token", valid_for=2)
+    data, desc = make_blob(6 * MiB)
+    up = uploader(MiB)
+    with RegistryClient(registry.host, credentials=Credentials(registry.username, registry.password),
+                        retry=FAST) as client:
+        store = RegistryStore(client, uploader=up)
+        store.push(REPO, desc, lambda: Hook(data, 3 * MiB + 1, lambda: time.sleep(3)))
+        assert client.auth.token_requests >= 2  # the token expired mid-upload and was renewed
+        assert client.blob_size(REPO, desc.digest) == desc.size
+    assert up.stats.blobs_restarted == 0
