@@ -15,12 +15,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from transfer.digest import VerifyingReader, digest_bytes
+from transfer.digest import READ_SIZE, VerifyingReader, digest_bytes
 from transfer.errors import TransferError, TransferInterrupted
-from transfer.interrupt import check as check_stop
+from transfer.interrupt import STOP, check as check_stop
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor, ManifestView, Platform, parse_manifest
 from transfer.progress import NullProgress, Progress
 from transfer.store import Source, Target, read_manifest
+
+PREFETCH_MAX = 8 << 20  # blobs up to this size are fetched ahead in parallel for one-at-a-time targets
 
 
 @dataclass
@@ -129,8 +131,20 @@ class _ProgressReader:
             self._progress.advance(self._key, len(data))
         return data
 
+    def read_all(self) -> bytes:
+        parts = []
+        while chunk := self.read(READ_SIZE):
+            parts.append(chunk)
+        return b"".join(parts)
+
     def close(self) -> None:
         self._raw.close()
+
+    def __enter__(self) -> "_ProgressReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _bytes_opener(desc: Descriptor, raw: bytes):
@@ -171,8 +185,8 @@ class Copier:
 
     def _copy_blobs(self, blobs: list[tuple[ImagePlan, Descriptor]]) -> None:
         todo = []
-        for plan, blob in blobs:
-            if self.dst.exists(plan.dst_repo, blob):
+        for (plan, blob), present in zip(blobs, self._presence(blobs)):
+            if present:
                 self._count_skip(blob, manifest=False)
             else:
                 self.progress.planned(blob.digest, blob.size, blob.short())
@@ -180,16 +194,56 @@ class Copier:
         if self.jobs == 1:
             for plan, blob in todo:
                 self._guard(plan, blob, self._copy_blob)
-            return
+        elif getattr(self.dst, "concurrent_push", False):
+            self._in_pool(lambda pool: [pool.submit(self._guard, p, b, self._copy_blob) for p, b in todo])
+        else:
+            self._in_pool(lambda pool: self._push_in_order(pool, todo))
+
+    def _presence(self, blobs: list[tuple[ImagePlan, Descriptor]]) -> list[bool]:
+        """Which blobs the target has; asked in parallel where the target allows it (HEADs)."""
+        def ask(item: tuple[ImagePlan, Descriptor]) -> bool:
+            return self.dst.exists(item[0].dst_repo, item[1])
+
+        if self.jobs == 1 or not getattr(self.dst, "concurrent_push", False):
+            return [ask(item) for item in blobs]
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="exists") as pool:
+            return list(pool.map(ask, blobs))
+
+    def _in_pool(self, submit) -> None:
+        """Run ``submit(pool) -> futures`` and wait; on failure start nothing new."""
         pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="copy")
         try:
-            futures = [pool.submit(self._guard, plan, blob, self._copy_blob) for plan, blob in todo]
-            for f in as_completed(futures):
+            for f in as_completed(submit(pool) or []):
                 f.result()
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # blobs in flight finish or fail; no new ones
             raise
         pool.shutdown(wait=True)
+
+    def _push_in_order(self, pool: ThreadPoolExecutor, todo: list[tuple[ImagePlan, Descriptor]]) -> list:
+        """For a target that takes one push at a time (a bundle): small blobs ahead are fetched in
+        parallel into memory (a window of at most 2 x jobs x PREFETCH_MAX bytes) while this thread
+        writes in plan order, so the output stays deterministic; large blobs stream straight in."""
+        ahead: dict[int, object] = {}
+        for i, (plan, blob) in enumerate(todo):
+            for j in range(i, min(len(todo), i + 2 * self.jobs)):
+                if j not in ahead and todo[j][1].size <= PREFETCH_MAX:
+                    ahead[j] = pool.submit(self._prefetch, *todo[j])
+            future = ahead.pop(i, None)
+            self._guard(plan, blob, lambda p, b: self._copy_blob(p, b, future.result() if future else None))
+        return []
+
+    def _prefetch(self, plan: ImagePlan, blob: Descriptor) -> bytes | None:
+        """Download a small blob (verified); None if that failed (the push then fetches it again
+        and reports the error in order)."""
+        if STOP.is_set():
+            return None
+        try:
+            with _ProgressReader(self.src.fetch(plan.src_repo, blob), blob.digest, self.progress) as r:
+                data = r.read_all()
+        except TransferError:
+            return None
+        return data
 
     def _guard(self, plan: ImagePlan, blob: Descriptor, fn) -> None:
         try:
@@ -200,12 +254,14 @@ class Copier:
             with self._lock:
                 self._failed_blobs[blob.digest] = str(exc)
 
-    def _copy_blob(self, plan: ImagePlan, blob: Descriptor) -> None:
+    def _copy_blob(self, plan: ImagePlan, blob: Descriptor, data: bytes | None = None) -> None:
         check_stop()
         self.progress.started(blob.digest)
         readers: list[_ProgressReader] = []
 
-        def opener() -> _ProgressReader:
+        def opener():
+            if data is not None:  # prefetched and verified already (and reported)
+                return VerifyingReader(io.BytesIO(data), blob.digest, blob.size, f"blob {blob.digest}")
             if readers:  # the target restarts the blob: take back what was reported
                 self.progress.advance(blob.digest, -readers[-1].count)
             readers.append(_ProgressReader(self.src.fetch(plan.src_repo, blob), blob.digest, self.progress))
