@@ -61,6 +61,18 @@ def wait_for_patches(proxy: FaultProxy, count: int, proc: subprocess.Popen, time
         time.sleep(0.02)
 
 
+def rerun_sends(proxy: FaultProxy, registry, path: Path, desc: Descriptor, journal: Path) -> int:
+    """Run the worker again with the same journal until it completes; the upload body bytes the
+    proxy forwarded for it (it continues the session: no new POST)."""
+    since = len(proxy.exchanges)
+    rerun = start_worker(proxy.host, path, desc, journal)
+    assert rerun.wait(timeout=60) == 0, rerun.stderr.read()
+    assert_blob(registry.url, desc)
+    assert bodies(proxy, "POST", since) == []
+    assert UploadJournal(journal).entries() == []
+    return sum(bodies(proxy, "PATCH", since)) + sum(bodies(proxy, "PUT", since))
+
+
 @pytest.fixture
 def blob_file(tmp_path: Path) -> tuple[Path, bytes, Descriptor]:
     data, desc = make_blob(24 * MiB + 4321)
@@ -91,13 +103,7 @@ def test_killed_between_chunks_resumes_from_the_journal(fresh_registry, fault_pr
         proc.wait(timeout=10)
     [entry] = UploadJournal(journal).entries()
     assert (entry.offset, entry.size, entry.source) == (k * MiB, desc.size, str(path))
-    since = len(proxy.exchanges)
-    rerun = start_worker(proxy.host, path, desc, journal)
-    assert rerun.wait(timeout=60) == 0, rerun.stderr.read()
-    assert_blob(registry.url, desc)
-    assert sum(bodies(proxy, "PATCH", since)) + sum(bodies(proxy, "PUT", since)) == desc.size - k * MiB
-    assert bodies(proxy, "POST", since) == []
-    assert UploadJournal(journal).entries() == []
+    assert rerun_sends(proxy, registry, path, desc, journal) == desc.size - k * MiB
 
 
 def test_sigint_finishes_the_chunk_in_flight_and_exits_130(fresh_registry, fault_proxy, blob_file, tmp_path):
@@ -114,12 +120,7 @@ def test_sigint_finishes_the_chunk_in_flight_and_exits_130(fresh_registry, fault
     assert "interrupted" in proc.stderr.read()
     [entry] = UploadJournal(journal).entries()
     assert entry.offset == (k + 1) * MiB  # the chunk in flight was finished and saved
-    since = len(proxy.exchanges)
-    rerun = start_worker(proxy.host, path, desc, journal)
-    assert rerun.wait(timeout=60) == 0, rerun.stderr.read()
-    assert_blob(registry.url, desc)
-    assert sum(bodies(proxy, "PATCH", since)) + sum(bodies(proxy, "PUT", since)) == desc.size - (k + 1) * MiB
-    assert UploadJournal(journal).entries() == []
+    assert rerun_sends(proxy, registry, path, desc, journal) == desc.size - (k + 1) * MiB
 
 
 class StopAfter(io.BytesIO):
@@ -136,15 +137,20 @@ class StopAfter(io.BytesIO):
         return out
 
 
+def interrupted_push(host: str, journal: UploadJournal, data: bytes, desc: Descriptor, stop_at: int) -> None:
+    """Push with a source that sets STOP after ``stop_at`` bytes (1 MiB chunks)."""
+    with RegistryClient(host, retry=FAST) as client:
+        RegistryStore(client, uploader=uploader(MiB, journal=journal)).push(
+            REPO, desc, lambda: StopAfter(data, stop_at))
+
+
 def test_interrupt_in_process_then_resume_counts_what_was_not_resent(fresh_registry, fault_proxy, tmp_path):
     registry = fresh_registry()
     proxy = fault_proxy(registry)
     data, desc = make_blob(10 * MiB)
     journal = UploadJournal(tmp_path / "journal.json")
-    with RegistryClient(proxy.host, retry=FAST) as client:
-        store = RegistryStore(client, uploader=uploader(MiB, journal=journal))
-        with pytest.raises(TransferInterrupted):
-            store.push(REPO, desc, lambda: StopAfter(data, 3 * MiB + 1))
+    with pytest.raises(TransferInterrupted):
+        interrupted_push(proxy.host, journal, data, desc, 3 * MiB + 1)
     assert UploadJournal(journal.path).get(proxy.host, REPO, desc.digest).offset == 4 * MiB
     interrupt.STOP.clear()
     since = len(proxy.exchanges)
@@ -161,7 +167,7 @@ def test_journal_session_gone_restarts_the_blob(fresh_registry, fault_proxy, tmp
     data, desc = make_blob(6 * MiB)
     journal = UploadJournal(tmp_path / "journal.json")
     with pytest.raises(TransferInterrupted):
-        _interrupted_push(proxy.host, journal, data, desc)
+        interrupted_push(proxy.host, journal, data, desc, 2 * MiB)
     entry = journal.get(proxy.host, REPO, desc.digest)
     assert requests.delete(entry.location, timeout=10).status_code == 204  # the session is gone
     interrupt.STOP.clear()
@@ -172,19 +178,19 @@ def test_journal_session_gone_restarts_the_blob(fresh_registry, fault_proxy, tmp
     assert UploadJournal(journal.path).entries() == []
 
 
-def _interrupted_push(host: str, journal: UploadJournal, data: bytes, desc: Descriptor) -> None:
-    with RegistryClient(host, retry=FAST) as client:
-        RegistryStore(client, uploader=uploader(MiB, journal=journal)).push(
-            REPO, desc, lambda: StopAfter(data, 2 * MiB))
-
-
-def test_chunk_broken_midway_restarts_the_blob_on_distribution_28(fresh_registry, fault_proxy):
-    registry = fresh_registry()
+def push_with_a_cut_chunk(registry, fault_proxy) -> tuple[FaultProxy, ChunkedUploader, bytes, Descriptor]:
+    """Upload 10 MiB in 1 MiB chunks; the fifth PATCH is cut after 300 000 bytes."""
     proxy = fault_proxy(registry)
     proxy.cut_request("PATCH", after=300_000, skip=4)
     data, desc = make_blob(10 * MiB)
     up = uploader(MiB)
     push(proxy.host, up, data, desc)
+    return proxy, up, data, desc
+
+
+def test_chunk_broken_midway_restarts_the_blob_on_distribution_28(fresh_registry, fault_proxy):
+    registry = fresh_registry()
+    proxy, up, data, desc = push_with_a_cut_chunk(registry, fault_proxy)
     assert_blob(registry.url, desc)
     assert up.stats.blobs_restarted == 1
     assert len(bodies(proxy, "POST")) == 2  # the wedged session was replaced
@@ -193,11 +199,7 @@ def test_chunk_broken_midway_restarts_the_blob_on_distribution_28(fresh_registry
 
 def test_chunk_broken_midway_continues_on_a_spec_registry(spec_registry, fault_proxy):
     registry = spec_registry()
-    proxy = fault_proxy(registry)
-    proxy.cut_request("PATCH", after=300_000, skip=4)
-    data, desc = make_blob(10 * MiB)
-    up = uploader(MiB)
-    push(proxy.host, up, data, desc)
+    proxy, up, data, desc = push_with_a_cut_chunk(registry, fault_proxy)
     assert registry.blobs[(REPO, desc.digest)] == data
     assert up.stats.blobs_restarted == 0 and up.stats.status_queries == 1
     assert sum(bodies(proxy, "PATCH")) == desc.size  # the partial chunk's bytes were not sent again
