@@ -298,9 +298,11 @@ class _BlobUpload:
         return f"blob {self.desc.digest} ({format_size(self.desc.size)}) to {self.client.host}/{self.repo}"
 
     def run(self) -> None:
-        session = self._resumed()
-        last_reason = ""
-        for restart in range(self.up.max_restarts + 1):
+        session, last_reason = self._resumed(), ""
+        for attempt in range(self.up.max_restarts + 1):
+            if attempt:
+                self._restart(attempt)
+                session = None
             try:
                 self._upload(session)
                 self._forget()
@@ -310,8 +312,7 @@ class _BlobUpload:
             if self._landed():
                 self._forget()
                 return
-            self._restart(restart)
-            session = None
+        self._cancel()
         raise UploadError(f"upload of {self.what} failed: the session was lost "
                           f"{self.up.max_restarts + 1} times; last: {last_reason}")
 
@@ -337,14 +338,18 @@ class _BlobUpload:
         threshold = self.up.threshold if self.up.threshold is not None else self._chunk(session)
         return self.settings.monolithic_only or self.desc.size <= threshold
 
-    def _restart(self, restart: int) -> None:
+    def _cancel(self) -> None:
+        """Give up the session in use: DELETE it (best effort) and drop its journal entry."""
         if self.location is not None:
             self.client.cancel_upload(self.location, self.repo)
         self.location = None
         self._forget()
+
+    def _restart(self, attempt: int) -> None:
+        self._cancel()
         self.up.count(blobs_restarted=1, bytes_resumed=-self.resumed)
         self.resumed, self.failures = 0, 0
-        self.up.pause(restart + 1)
+        self.up.pause(attempt)
 
     # -- journal --------------------------------------------------------------------------------
     @property
