@@ -20,7 +20,7 @@ def test_split_export_verify_parts_and_import(registry, fresh_registry, skopeo, 
     # Without part 2, part 1 still verifies, and the set says loudly that it is incomplete.
     os.rename(tmp_path / parts[1], tmp_path / "away")
     res = run_cli(capsys, "verify", tmp_path / parts[0])
-    assert res.code == 0 and "INCOMPLETE" in res.out + res.err and "parts missing: 2" in res.err
+    assert res.code == 0 and "INCOMPLETE" in res.out and "parts missing: 2" in res.out
     res = run_cli(capsys, "import", tmp_path / parts[0], fresh_registry().host)
     assert res.code == 1 and "incomplete" in res.err
     os.rename(tmp_path / "away", tmp_path / parts[1])
