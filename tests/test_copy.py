@@ -52,3 +52,20 @@ def test_platform_filter_makes_a_new_index(registry, fresh_registry, skopeo):
     # Asking for every platform it has keeps the original bytes and digest.
     same = plan_image(src, multi.repo, root, platforms=[Platform.parse("linux/amd64"), Platform.parse("linux/arm64")])
     assert same.original_root is None and same.root.digest == multi.manifest.digest
+
+
+def test_copy_command_one_image_and_catalog(registry, fresh_registry, skopeo, capsys):
+    from tests.cli_helpers import run_cli
+
+    dst_reg = fresh_registry()
+    multi = registry.seeded["multi"]
+    res = run_cli(capsys, "copy", f"{registry.host}/{multi.image}", f"{dst_reg.host}/copied/multi:v2")
+    assert res.code == 0, res.err
+    assert skopeo.digest(dst_reg, "copied/multi:v2") == multi.manifest.digest
+    res = run_cli(capsys, "copy", "--catalog", registry.host, f"{dst_reg.host}/mirror", "--json")
+    assert res.code == 0, res.err
+    for s in registry.seeded.values():
+        assert skopeo.digest(dst_reg, f"mirror/{s.image}") == s.manifest.digest
+    # The second copy of the same content is a no-op for blobs.
+    again = run_cli(capsys, "copy", "--catalog", registry.host, f"{dst_reg.host}/mirror", "--json").json()
+    assert again["blobs_copied"] == 0
