@@ -133,6 +133,8 @@ def test_store_protocol_and_catalog(tmp_path):
         gone = desc_of(b"at destination", OCI_LAYER_GZIP)
         w.expect(gone)
         assert w.exists("x", gone) and not w.stored(gone.digest)
+        with pytest.raises(BundleError, match="cannot be stored"):
+            push(w, b"odd", "application/" + "x" * 300)
         with pytest.raises(BundleError, match="not pushed"):
             w.tag("team/app", desc_of(b"{}", OCI_MANIFEST), "nope")
     with BundleReader(path) as r:
