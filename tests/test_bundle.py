@@ -246,9 +246,12 @@ def test_iter_records_from_a_pipe(tmp_path, split):
     files = sorted(p for p in os.listdir(tmp_path))
     stream = _Pipe(b"".join((tmp_path / f).read_bytes() for f in files))
     got: dict[str, bytes] = {}
-    types = []
+    types, roots = [], set()
     for rec in iter_records(stream):
         types.append(rec.header.type)
+        if rec.header.type == fmt.ROOT:
+            root = json.loads(rec.read_small())
+            roots.add((root["repository"], root["tag"], root["digest"]))
         if rec.header.type == fmt.CONTENT:
             reader = rec.open()
             data = b"".join(iter(lambda: reader.read(1 << 20), b""))
@@ -256,6 +259,7 @@ def test_iter_records_from_a_pipe(tmp_path, split):
             got[rec.header.digest] = got.get(rec.header.digest, b"") + data
     with BundleReader(tmp_path / files[0]) as r:
         assert set(got) == set(r.digests())
+        assert roots == {(e.repository, e.tag, e.digest) for e in r.entries} and len(roots) == 2
         for dg, data in got.items():
             assert digest_bytes(data) == dg
     assert types.count(fmt.INDEX) == len(files) and types[0] == fmt.META
