@@ -133,6 +133,8 @@ def test_store_protocol_and_catalog(tmp_path):
         gone = desc_of(b"at destination", OCI_LAYER_GZIP)
         w.expect(gone)
         assert w.exists("x", gone) and not w.stored(gone.digest)
+        with pytest.raises(BundleError, match="cannot be stored"):
+            push(w, b"odd", "application/" + "x" * 300)
         with pytest.raises(BundleError, match="not pushed"):
             w.tag("team/app", desc_of(b"{}", OCI_MANIFEST), "nope")
     with BundleReader(path) as r:
@@ -244,9 +246,12 @@ def test_iter_records_from_a_pipe(tmp_path, split):
     files = sorted(p for p in os.listdir(tmp_path))
     stream = _Pipe(b"".join((tmp_path / f).read_bytes() for f in files))
     got: dict[str, bytes] = {}
-    types = []
+    types, roots = [], set()
     for rec in iter_records(stream):
         types.append(rec.header.type)
+        if rec.header.type == fmt.ROOT:
+            root = json.loads(rec.read_small())
+            roots.add((root["repository"], root["tag"], root["digest"]))
         if rec.header.type == fmt.CONTENT:
             reader = rec.open()
             data = b"".join(iter(lambda: reader.read(1 << 20), b""))
@@ -254,6 +259,7 @@ def test_iter_records_from_a_pipe(tmp_path, split):
             got[rec.header.digest] = got.get(rec.header.digest, b"") + data
     with BundleReader(tmp_path / files[0]) as r:
         assert set(got) == set(r.digests())
+        assert roots == {(e.repository, e.tag, e.digest) for e in r.entries} and len(roots) == 2
         for dg, data in got.items():
             assert digest_bytes(data) == dg
     assert types.count(fmt.INDEX) == len(files) and types[0] == fmt.META

@@ -90,6 +90,17 @@ def test_missing_index_needs_recover(tmp_path, bundle, capsys):
     assert BundleReader(cut).complete and main(["verify", str(cut)]) == 0
 
 
+def test_damaged_small_record_ends_the_scan(tmp_path, bundle):
+    records = _records(bundle)
+    index_at = [off for off, _, _, h in records if h.type == fmt.INDEX][0]
+    off, hend, end, _ = [r for r in records if r[3].type == fmt.ROOT][-1]
+    cut = tmp_path / "cut.bundle"
+    cut.write_bytes(bundle.read_bytes()[:index_at])
+    _flip(cut, (hend + end) // 2)
+    r = BundleReader(cut, recover=True)
+    assert r.tags("app") == ["1"] and "payload checksum mismatch" in r.recovered["problems"][-1]
+
+
 def _flip(path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x10

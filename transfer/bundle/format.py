@@ -53,7 +53,7 @@ INDEX_TYPE = "application/vnd.transfer.bundle.index.v1+json"
 MAX_MEDIA_TYPE = 255  # RFC 6838: 127 + "/" + 127
 MAX_CONTENT_SIZE = 1 << 50  # 1 PiB: more is a lie, not a layer
 MAX_SMALL_RECORD = 1 << 20  # meta, root and expect payloads
-MAX_INDEX_SIZE = 256 << 20
+MAX_INDEX_SIZE = 64 << 20  # ~200,000 records; bounds what a hostile index costs to parse
 MAX_WINDOW_SIZE = 1 << 27  # zstd window a reader accepts (the zstd default limit)
 MAX_PART_NUMBER = 999
 

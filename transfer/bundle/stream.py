@@ -118,6 +118,13 @@ class ChunkReader:
         if self._closer:
             self._closer()
 
+    def read_whole(self) -> bytes:
+        """All of a small record (its length is bounded by check_record_header), checked."""
+        parts = []
+        while data := self.read(READ_SIZE):
+            parts.append(data)
+        return b"".join(parts)
+
     def skip(self, n: int) -> None:
         while n > 0:
             n -= len(self.read(min(n, READ_SIZE)))
@@ -140,7 +147,10 @@ class Record:
         return ChunkReader(self.payload, self.header)
 
     def read_small(self) -> bytes:
-        return self.open().read(fmt.MAX_INDEX_SIZE)
+        """The payload of a META, ROOT, EXPECT or INDEX record (at most 64 MiB), checked."""
+        if self.header.type == fmt.CONTENT:
+            raise BundleError("read_small() is for META, ROOT, EXPECT and INDEX records; use open()")
+        return self.open().read_whole()
 
 
 class _Counting:
@@ -220,7 +230,7 @@ def _scan_one(fh: BinaryIO, res: ScanResult, what: str) -> RecordHeader | None:
             h.chunk_offset, h.chunk_length, res.doc.part,
         ))
     else:
-        apply_small_record(res.doc, h, ChunkReader(payload, h).read(fmt.MAX_SMALL_RECORD + 1), where)
+        apply_small_record(res.doc, h, ChunkReader(payload, h).read_whole(), where)
     res.end += h.length + h.stored_length
     res.records += 1
     return h

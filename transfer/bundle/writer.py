@@ -342,6 +342,9 @@ class BundleWriter:
                 self._push_locked(repo, desc, open_blob)
 
     def _push_locked(self, repo: str, desc: Descriptor, open_blob: BlobOpener) -> None:
+        mt = desc.media_type
+        if len(mt) > fmt.MAX_MEDIA_TYPE or not mt.isascii() or not mt.isprintable():
+            raise BundleError(f"{desc.digest}: media type {mt[:80]!r} cannot be stored (not printable ASCII of at most 255 bytes)")
         part = self._part
         mark = (part.number, part.fh.tell(), len(part.chunks), part.chunk_bytes, self.bytes_written)
         try:
