@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterator
 
-from tests.bed.serve import BackgroundServer
+from tests.bed.serve import Served
 
 PIECE = 64 * 1024
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
@@ -86,7 +86,7 @@ class Stats:
     statuses: list[int] = field(default_factory=list)
 
 
-class FaultProxy:
+class FaultProxy(Served):
     """``FaultProxy("127.0.0.1:5000").start()``; then use ``proxy.host``/``proxy.url``."""
 
     def __init__(self, upstream: str, timeout: float = 30.0) -> None:
@@ -95,30 +95,11 @@ class FaultProxy:
         self.rules: list[Rule] = []
         self.exchanges: list[Exchange] = []
         self.lock = threading.Lock()
-        self._server: BackgroundServer | None = None
 
-    def start(self) -> "FaultProxy":
-        self._server = BackgroundServer(_ProxyHandler, self, "fault-proxy")
-        return self
+    server_name = "fault-proxy"
 
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.stop()
-
-    def __enter__(self) -> "FaultProxy":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self._server.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
+    def handler(self) -> type:
+        return _ProxyHandler
 
     # -- rules --------------------------------------------------------------------------------
     def add(self, rule: Rule) -> Rule:

@@ -1,4 +1,5 @@
-"""A threaded loopback HTTP server in a background thread (token server, fault proxy)."""
+"""A threaded loopback HTTP server in a background thread (token server, fault proxy, scripted
+registry), and ``Served``: the start/stop life cycle those three share."""
 
 from __future__ import annotations
 
@@ -34,3 +35,38 @@ class BackgroundServer:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+
+class Served:
+    """Start/stop/``with`` and the address of an object whose requests a BackgroundServer
+    handles. Subclasses set ``server_name`` and return their handler class from ``handler()``."""
+
+    server_name = "server"
+    tls_files: TlsFiles | None = None
+    _server: BackgroundServer | None = None
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    def start(self):
+        self._server = BackgroundServer(self.handler(), self, self.server_name, self.tls_files)
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self._server.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls_files else 'http'}://{self.host}"

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from tests.bed.serve import BackgroundServer
+from tests.bed.serve import Served
 
 PIECE = 64 * 1024
 _UPLOAD_RE = re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<id>[0-9a-f-]*)$")
@@ -53,7 +53,7 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class SpecRegistry:
+class SpecRegistry(Served):
     """``SpecRegistry(min_chunk=..., max_chunk=..., patch_status=201).start()``; ``host``/``url``."""
 
     tls = False
@@ -67,30 +67,11 @@ class SpecRegistry:
         self.blobs: dict[tuple[str, str], bytes] = {}
         self.requests: list[Request] = []
         self.lock = threading.Lock()
-        self._server: BackgroundServer | None = None
 
-    def start(self) -> "SpecRegistry":
-        self._server = BackgroundServer(_Handler, self, "spec-registry")
-        return self
+    server_name = "spec-registry"
 
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.stop()
-
-    def __enter__(self) -> "SpecRegistry":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self._server.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
+    def handler(self) -> type:
+        return _Handler
 
     def requests_of(self, method: str) -> list[Request]:
         with self.lock:

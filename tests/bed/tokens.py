@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from tests.bed.certs import TlsFiles, rsa_key, signer_cert_der
-from tests.bed.serve import BackgroundServer
+from tests.bed.serve import Served
 
 LEEWAY = 60  # distribution 2.8 registry/auth/token/token.go Leeway
 SERVICE = "transfer-test-registry"
@@ -87,7 +87,7 @@ def sign_jwt(claims: dict[str, Any]) -> str:
 
 
 @dataclass
-class TokenServer:
+class TokenServer(Served):
     users: dict[str, str]
     tls_files: TlsFiles | None = None
     grants: dict[str | None, dict[str, list[str]]] | None = None
@@ -105,17 +105,12 @@ class TokenServer:
             self.grants = {user: dict(ALL_ACCESS) for user in self.users}
             self.grants[None] = {"repository:*": ["pull"]} if self.anonymous_pull else {}
         self._lock = threading.Lock()
-        self._server: BackgroundServer | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
-    def start(self) -> "TokenServer":
-        self._server = BackgroundServer(_Handler, self, "token-server", self.tls_files)
-        return self
+    server_name = "token-server"
 
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.stop()
+    def handler(self) -> type:
+        return _Handler
 
     @property
     def realm(self) -> str:
