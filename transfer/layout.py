@@ -198,6 +198,10 @@ class IndexedSource:
                 return (name[0] if name else UNNAMED), public_descriptor(desc)
         raise NotFoundError(f"{self.what}: no entry named {ref_name!r}")
 
+    def untagged(self) -> list[Descriptor]:
+        """The entries that carry no name (roots kept by digest only)."""
+        return [public_descriptor(d) for d in self._entries() if entry_name(d.annotations) is None]
+
     def _resolve_digest(self, digest: str) -> Descriptor:
         for desc in self._entries():
             if desc.digest == digest:
@@ -325,6 +329,18 @@ class OciLayout(IndexedSource):
             manifests.append(tagged_entry(desc, repo, tag))
             name_entries(manifests)
             data["manifests"] = manifests
+            _atomic_write(self.path / INDEX_FILE, json.dumps(data, separators=(",", ":")).encode())
+
+    def add_root(self, repo: str, desc: Descriptor) -> None:
+        """Keep the untagged root ``desc`` (already pushed) reachable: an index.json entry without
+        a name, unless an entry already lists the digest. The layout cannot record ``repo`` for it."""
+        if desc.media_type not in MANIFEST_TYPES or not self.exists(repo, desc):
+            raise NotFoundError(f"{self.what}: cannot add root {desc.digest}: no manifest was pushed")
+        with self._locked():
+            data, entries = self._read_index()
+            if any(d.digest == desc.digest for d in entries):
+                return
+            data["manifests"].append(public_descriptor(desc).model_dump(by_alias=True, exclude_none=True, mode="json"))
             _atomic_write(self.path / INDEX_FILE, json.dumps(data, separators=(",", ":")).encode())
 
     @contextlib.contextmanager
