@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "transfer.cli.remote",
     "transfer.cli.bundle",
     "transfer.cli.transfer_cmds",
+    "transfer.cli.interop",
 ]
 
 EPILOG = """\

@@ -118,7 +118,7 @@ def _parsed_refs(args) -> list[Reference]:
     for path in args.ref_file or []:
         texts += parse_reference_file(path)
     if not texts:
-        raise UsageError("nothing to export: name images (REF ...), -f FILE, or --catalog HOST")
+        raise UsageError("nothing to export: name images (REF ...), -f FILE, --catalog HOST or --from oci:DIR")
     refs = [Reference.parse(t) for t in texts]
     hosts = sorted({r.registry for r in refs})
     if len(hosts) > 1:
@@ -139,12 +139,25 @@ def _platform_notes(plans: list[ImagePlan]) -> list[str]:
             f"to {p.root.digest}" for p in plans if p.original_root]
 
 
+def _export_source(args):
+    """(source store, selections, source name): a registry, or with --from a layout or archive."""
+    if args.source:
+        from transfer.cli.interop import export_source  # interop imports this module
+        return export_source(args)
+    host = _source_host(args)
+    src = registry_store(args, host)
+    try:
+        return src, _export_selections(args, src), host
+    except BaseException:
+        src.close()
+        raise
+
+
 def cmd_export(args) -> int:
     started = time.monotonic()
-    host = _source_host(args)
     failures: list[tuple[str, str]] = []
-    with closing(registry_store(args, host)) as src:
-        selections = _export_selections(args, src)
+    src, selections, host = _export_source(args)
+    with closing(src):
         plans = plan_exports(src, selections, platforms=_platforms(args.platform),
                              referrers=not args.no_referrers, keep_going=args.keep_going, failures=failures)
         notes = _platform_notes(plans)
@@ -358,6 +371,8 @@ examples:
   transfer export --catalog localhost:5000 --exclude 'tmp/*' -o backup.bundle
   transfer export --catalog src:5000 --have dest-inventory.json -o delta.bundle
   transfer export ... --split-size 4G -o site.bundle       (site.bundle.001, .002, ...)
+  transfer export --from oci:./layout -o site.bundle       an OCI layout (skopeo, crane, oras)
+  transfer export --from docker-archive:app.tar -o app.bundle   a 'docker save' tar
 
 Interrupted? Run the same command again: stored blobs are kept and not fetched again.
 """
@@ -387,6 +402,8 @@ def register(subparsers, parents) -> None:
     p.add_argument("--level", type=int, default=3, help="zstd level for compressible blobs (default 3)")
     p.add_argument("--threads", type=int, default=0, help="zstd threads (default 0: in the calling thread)")
     _add_transfer_options(p)
+    from transfer.cli.interop import add_export_source_options  # interop imports this module
+    add_export_source_options(p)
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser(
