@@ -129,3 +129,17 @@ def test_journal_unreadable_is_a_clear_error(tmp_path):
     path.write_text('{"version": 99, "uploads": []}')
     with pytest.raises(JournalError, match="version 99"):
         UploadJournal(path)
+
+
+def test_journal_prune_drops_only_old_entries(tmp_path):
+    import time as _time
+
+    from transfer.registry.journal import JournalEntry, UploadJournal
+
+    journal = UploadJournal(tmp_path / "j.json")
+    for digest in ("sha256:" + "a" * 64, "sha256:" + "b" * 64):
+        journal.save(JournalEntry("h:1", "r", digest, location="http://h:1/x", offset=1, size=2))
+    old = journal.get("h:1", "r", "sha256:" + "a" * 64)
+    journal._entries[old.key] = JournalEntry(**{**old.__dict__, "updated": _time.time() - 10 * 86400})
+    assert journal.prune(7 * 86400) == 1
+    assert [e.digest for e in UploadJournal(tmp_path / "j.json").entries()] == ["sha256:" + "b" * 64]

@@ -29,6 +29,7 @@ from transfer.registry.upload import DEFAULT_CHUNK_SIZE, ChunkedUploader, load_r
 from transfer.sizes import format_size, parse_size
 
 DEFAULT_JOBS = 4
+JOURNAL_MAX_AGE = 7 * 24 * 3600  # distribution purges unfinished uploads after 168 h
 
 
 @contextmanager
@@ -82,8 +83,10 @@ def default_journal() -> str:
 def upload_store(args, host: str, source_id: str) -> RegistryStore:
     """A registry store whose blob pushes are chunked and resumable through the journal."""
     settings = load_registry_settings(args.registry_config) if args.registry_config else None
-    uploader = ChunkedUploader(args.chunk_size or DEFAULT_CHUNK_SIZE, settings=settings,
-                               journal=UploadJournal(args.journal or default_journal()), source=source_id)
+    journal = UploadJournal(args.journal or default_journal())
+    journal.prune(JOURNAL_MAX_AGE)
+    uploader = ChunkedUploader(args.chunk_size or DEFAULT_CHUNK_SIZE, settings=settings, journal=journal,
+                               source=source_id)
     return RegistryStore(registry_client(args, host), uploader=uploader)
 
 
@@ -356,6 +359,22 @@ def _add_upload_options(p: argparse.ArgumentParser) -> None:
                    help="where uploads in flight are recorded for resuming (default ~/.local/state/transfer/uploads.json)")
 
 
+def _add_repository_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="with a whole registry: only repositories matching (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="with a whole registry: skip repositories matching (repeatable)")
+
+
+def _add_selection_options(p: argparse.ArgumentParser) -> None:
+    """Which repositories, tags, platforms and referrers (export and copy)."""
+    _add_repository_filters(p)
+    p.add_argument("--tags", metavar="REGEX", help="with --catalog/--all-tags: only tags fully matching REGEX")
+    p.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT]",
+                   help="keep only these platforms of multi-arch images (repeatable; default all)")
+    p.add_argument("--no-referrers", action="store_true", help="leave out signatures, attestations, SBOMs")
+
+
 def _add_transfer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-j", "--jobs", type=int, default=DEFAULT_JOBS, metavar="N",
                    help=f"parallel blob transfers (default {DEFAULT_JOBS})")
@@ -390,12 +409,7 @@ def register(subparsers, parents) -> None:
                    help="read references from FILE (one a line, '#' comments)")
     p.add_argument("--all-tags", action="store_true", help="every tag of each named repository")
     p.add_argument("--catalog", metavar="HOST[:PORT]", help="the whole registry: every repository and tag")
-    p.add_argument("--include", action="append", default=[], metavar="GLOB", help="with --catalog: only repositories matching")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="with --catalog: skip repositories matching")
-    p.add_argument("--tags", metavar="REGEX", help="with --catalog/--all-tags: only tags fully matching REGEX")
-    p.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT]",
-                   help="keep only these platforms of multi-arch images (repeatable; default all)")
-    p.add_argument("--no-referrers", action="store_true", help="leave out signatures, attestations, SBOMs")
+    _add_selection_options(p)
     p.add_argument("--have", metavar="INVENTORY", help="delta: leave out blobs this inventory lists")
     p.add_argument("--since", metavar="OLD_BUNDLE", help="delta: leave out blobs an earlier bundle carried")
     p.add_argument("--split-size", type=_size, metavar="SIZE", help="split into parts of at most SIZE (e.g. 4G)")
@@ -436,11 +450,7 @@ def register(subparsers, parents) -> None:
     p.add_argument("dst", metavar="DST", help="destination reference; without a tag the source tag is kept "
                    "(or HOST[/PREFIX] with --catalog)")
     p.add_argument("--catalog", action="store_true", help="copy every repository and tag of SRC")
-    p.add_argument("--include", action="append", default=[], metavar="GLOB")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB")
-    p.add_argument("--tags", metavar="REGEX", help="only tags fully matching REGEX")
-    p.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT]")
-    p.add_argument("--no-referrers", action="store_true")
+    _add_selection_options(p)
     _add_upload_options(p)
     _add_transfer_options(p)
     p.set_defaults(func=cmd_copy)
@@ -449,8 +459,7 @@ def register(subparsers, parents) -> None:
         "inventory", parents=parents + [reg], help="record what a registry holds (for delta exports)",
         description="Record every repository, tag, manifest and blob digest a registry holds. Run it at "
         "the destination site, carry the small file back, and pass it to 'transfer export --have'.")
-    p.add_argument("host", metavar="HOST[:PORT]")
-    p.add_argument("-o", "--output", required=True, metavar="FILE")
-    p.add_argument("--include", action="append", default=[], metavar="GLOB")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    p.add_argument("host", metavar="HOST[:PORT][/REPO]", help="the registry, or one repository of it")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="inventory file to write (JSON)")
+    _add_repository_filters(p)
     p.set_defaults(func=cmd_inventory)

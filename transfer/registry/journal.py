@@ -91,6 +91,18 @@ class UploadJournal:
             if self._entries.pop((registry, repository, digest), None) is not None:
                 self._write()
 
+    def prune(self, max_age: float) -> int:
+        """Drop entries not updated for ``max_age`` seconds (their sessions are gone by then:
+        distribution purges uploads after 7 days); return how many went."""
+        cutoff = time.time() - max_age
+        with self._lock:
+            old = [k for k, e in self._entries.items() if e.updated < cutoff]
+            for k in old:
+                del self._entries[k]
+            if old:
+                self._write()
+        return len(old)
+
     def _write(self) -> None:
         data = {"version": JOURNAL_VERSION, "uploads": [asdict(e) for e in self._entries.values()]}
         write_private_atomically(self.path, json.dumps(data, indent=1).encode() + b"\n")
