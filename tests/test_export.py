@@ -171,3 +171,25 @@ def test_killed_export_resumes_without_fetching_again(fresh_registry, fault_prox
     assert proxy.stats("GET", f"/blobs/{last}").requests == 1
     with BundleReader(out) as r:
         assert r.complete and big.blob_digests() <= set(r.digests())
+
+
+def test_referrers_api_where_the_registry_has_it(registry, fault_proxy, tmp_path, capsys):
+    """distribution 2.8 has no referrers API (404): the proxy plays one that lists the SBOM."""
+    import json as _json
+
+    app, sbom = registry.seeded["app"], registry.seeded["sbom"]
+    assert RegistryClient(registry.host).referrers(app.repo, app.manifest.digest) is None  # 2.8: no API
+    proxy = fault_proxy(registry)
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [dict(sbom.manifest.descriptor(), artifactType=sbom.manifest.artifact_type)]}
+    proxy.respond(200, "GET", f"/referrers/{app.manifest.digest}", times=None,
+                  body=_json.dumps(index).encode(), content_type="application/vnd.oci.image.index.v1+json")
+    out = tmp_path / "ref.bundle"
+    assert run_cli(capsys, "export", f"{proxy.host}/{app.image}", "-o", out).code == 0
+    with BundleReader(out) as r:
+        roots = {(e.tag, e.digest) for e in r.entries}
+    assert (None, sbom.manifest.digest) in roots  # found through the API, carried untagged
+    assert proxy.stats("GET", "/referrers/").requests >= 1
+    assert run_cli(capsys, "export", f"{proxy.host}/{app.image}", "-o", tmp_path / "no.bundle", "--no-referrers").code == 0
+    with BundleReader(tmp_path / "no.bundle") as r:
+        assert sbom.manifest.digest not in {e.digest for e in r.entries}

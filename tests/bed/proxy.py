@@ -53,6 +53,8 @@ class Rule:
     offset: int = 0
     after: int | None = None
     seconds: float = 0.0
+    body: bytes | None = None  # respond: this body instead of a registry error
+    content_type: str = "application/json"
     seen: int = 0  # matching requests so far
     fired: int = 0  # times applied
 
@@ -108,9 +110,13 @@ class FaultProxy(Served):
         return rule
 
     def respond(self, status: int = 503, method: str | None = None, path: str = "", *,
-                times: int | None = 1, skip: int = 0, retry_after: str | int | None = None) -> Rule:
+                times: int | None = 1, skip: int = 0, retry_after: str | int | None = None,
+                body: bytes | None = None, content_type: str = "application/json") -> Rule:
+        """Answer instead of the registry: a registry error body for ``status``, or ``body``
+        (to play an API distribution 2.8 lacks, such as referrers)."""
         ra = None if retry_after is None else str(retry_after)
-        return self.add(Rule("respond", method, path, times, skip, status=status, retry_after=ra))
+        return self.add(Rule("respond", method, path, times, skip, status=status, retry_after=ra,
+                             body=body, content_type=content_type))
 
     def corrupt_response(self, method: str | None = None, path: str = "", *, offset: int = 0,
                          times: int | None = 1, skip: int = 0) -> Rule:
@@ -282,11 +288,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _answer(self, rule: Rule, exchange: Exchange) -> None:
         code = ERROR_CODES.get(rule.status, "UNKNOWN")
-        body = json.dumps({"errors": [{"code": code, "message": f"fault proxy: {rule.status}",
-                                       "detail": None}]}).encode()
+        body = rule.body if rule.body is not None else json.dumps(
+            {"errors": [{"code": code, "message": f"fault proxy: {rule.status}", "detail": None}]}).encode()
         exchange.status, exchange.response_bytes = rule.status, len(body)
         self.send_response_only(rule.status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", rule.content_type)
         self.send_header("Content-Length", str(len(body)))
         if rule.retry_after is not None:
             self.send_header("Retry-After", rule.retry_after)

@@ -21,7 +21,7 @@ from transfer.errors import (
     RegistryUnreachableError,
     UnsupportedManifestError,
 )
-from transfer.models import MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, Descriptor
+from transfer.models import MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, OCI_INDEX, Descriptor
 from transfer.reference import validate_repository
 from transfer.registry.auth import CATALOG_SCOPE, Authenticator, repository_scope
 from transfer.registry.blobs import ResumingBody
@@ -187,6 +187,29 @@ class RegistryClient:
         for page in self._pages(f"/v2/{repo}/tags/list", (repository_scope(repo, "pull"),), "tags"):
             tags.update(page)
         return sorted(tags)
+
+    def referrers(self, repo: str, digest: str) -> list[Descriptor] | None:
+        """The OCI referrers API: descriptors of the manifests whose ``subject`` is ``digest``
+        (following Link pages). None where the registry has no such API (404, as distribution
+        2.8 answers), so the caller falls back to the ``sha256-<hex>`` tag schema."""
+        validate_repository(repo)
+        url: str | None = self.url(f"/v2/{repo}/referrers/{validate_digest(digest)}")
+        found: list[Descriptor] = []
+        for page in range(MAX_PAGES):
+            if url is None:
+                return found
+            try:
+                response = self.request("GET", url, scopes=(repository_scope(repo, "pull"),),
+                                        headers={"Accept": OCI_INDEX})
+            except NotFoundError:
+                if page:
+                    raise
+                return None
+            data = _json_body(response, MAX_LIST_BODY)
+            entries = data.get("manifests") if isinstance(data, dict) else None
+            found += [Descriptor.model_validate(m) for m in entries or [] if isinstance(m, dict)]
+            url = next_link(response)
+        raise RegistryError(f"GET {strip_query(self.url(f'/v2/{repo}/referrers/{digest}'))}: more than {MAX_PAGES} pages")
 
     # -- manifests ------------------------------------------------------------------------------
 

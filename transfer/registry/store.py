@@ -80,6 +80,11 @@ class RegistryStore:
     def repositories(self) -> list[str]:
         return self.client.catalog()
 
+    def referrers(self, repo: str, digest: str) -> list[Descriptor]:
+        """Referrers by the OCI API; empty where the registry lacks it (the export then relies on
+        the fallback and cosign-style tags, which it finds in the tag list)."""
+        return self.client.referrers(repo, digest) or []
+
     # Target
     def exists(self, repo: str, desc: Descriptor) -> bool:
         if desc.is_manifest:
