@@ -113,3 +113,19 @@ def test_ls_json_lists_the_bundle(catalog_bundle, registry, capsys):
     text = json.dumps(res.json())
     for s in registry.seeded.values():
         assert s.manifest.digest in text
+
+
+def test_blob_shared_between_repositories_is_mounted(registry, catalog_bundle, fresh_registry, fault_proxy,
+                                                    skopeo, capsys):
+    dest = fresh_registry()
+    proxy = fault_proxy(dest)
+    small, app = registry.seeded["small"].manifest, registry.seeded["app"].manifest
+    shared = sorted(small.blob_digests() & app.blob_digests())
+    assert shared
+    res = run_cli(capsys, "import", catalog_bundle, proxy.host, "--jobs", "1", "--json")
+    assert res.code == 0, res.err
+    assert res.json()["upload"]["mounted"] >= len(shared)
+    mounts = [e for e in proxy.exchanges if e.method == "POST" and e.status == 201]
+    assert len(mounts) >= len(shared)  # 201 on the POST: mounted, nothing uploaded for it
+    for s in registry.seeded.values():
+        assert skopeo.digest(dest, s.image) == s.manifest.digest

@@ -16,7 +16,8 @@ from transfer.cli.progress import close_progress, human, make_progress
 from transfer.cli.remote import registry_client, registry_options, registry_store
 from transfer.copy import Copier, CopyStats, ImagePlan
 from transfer.errors import TransferError, UsageError
-from transfer.export import CatalogFilter, Selection, parse_reference_file, plan_exports, select_repositories
+from transfer.export import (CatalogFilter, Selection, bundle_plan, parse_reference_file, plan_exports,
+                             select_repositories)
 from transfer.import_ import (ON_EXISTING, RepositoryMapping, apply_on_existing, missing_expected,
                               plan_imports, tag_conflicts, verify_tags)
 from transfer.interrupt import STOP
@@ -93,10 +94,12 @@ def upload_store(args, host: str, source_id: str) -> RegistryStore:
 def _upload_summary(store: RegistryStore) -> tuple[dict, list[str]]:
     stats = store.uploader.stats
     lines = []
+    if store.mounted:
+        lines.append(f"mounted {store.mounted} blob(s) from other repositories instead of uploading them")
     if stats.bytes_resumed or stats.blobs_restarted:
         lines.append(f"resumed {stats.blobs_resumed} blob(s) from the journal: {format_size(stats.bytes_resumed)} "
                      f"not sent again; {stats.blobs_restarted} blob restart(s)")
-    return {"upload": dict(stats.__dict__)}, lines
+    return {"upload": dict(stats.__dict__, mounted=store.mounted)}, lines
 
 
 # -- export -------------------------------------------------------------------------------------
@@ -169,6 +172,8 @@ def cmd_export(args) -> int:
             writer = BundleWriter(args.output, split_size=args.split_size, level=args.level,
                                   threads=args.threads, source_registry=host)
             with writer:
+                if args.split_size:  # every part then shows where its blobs belong (import part by part)
+                    writer.set_plan(bundle_plan(plans))
                 expected = _declare_expected(writer, plans, args)
                 for note in notes:
                     progress.message(note)

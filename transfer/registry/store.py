@@ -8,13 +8,15 @@ chunked, resumable engine (``transfer/registry/upload.py``) plugs in through the
 from __future__ import annotations
 
 import io
+import threading
 from collections import OrderedDict
 from typing import Callable, Protocol
 
 from transfer.digest import VerifyingReader
 from transfer.models import MANIFEST_TYPES, MAX_MANIFEST_SIZE, Descriptor
-from transfer.errors import NotFoundError, UnsupportedManifestError
+from transfer.errors import NotFoundError, TransferError, UnsupportedManifestError
 from transfer.registry.client import RegistryClient, UploadStatus
+from transfer.registry.upload import OpenAt, RangeUpload
 from transfer.store import BlobOpener
 
 MANIFEST_CACHE = 64  # recently pushed manifests kept for tag() (each at most MAX_MANIFEST_SIZE)
@@ -55,6 +57,9 @@ class RegistryStore:
         self.client = client
         self.uploader = uploader or MonolithicUploader()
         self._manifests: OrderedDict[str, bytes] = OrderedDict()
+        self._homes: dict[str, str] = {}  # blob digest -> a repository here known to hold it
+        self._lock = threading.Lock()
+        self.mounted = 0  # blobs cross-mounted instead of uploaded
 
     def close(self) -> None:
         self.client.close()
@@ -93,21 +98,49 @@ class RegistryStore:
             except NotFoundError:
                 return False
             return True
-        return self.client.blob_size(repo, desc.digest) is not None
+        return self._blob_present(repo, desc.digest)
+
+    def _blob_present(self, repo: str, digest: str) -> bool:
+        present = self.client.blob_size(repo, digest) is not None
+        if present:
+            self._homes.setdefault(digest, repo)
+        return present
 
     def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener, *, mount_from: str | None = None) -> None:
-        """Push a blob or a manifest (by digest); a no-op when already present. ``mount_from``
-        names a repository of the same registry that may hold the blob (cross-repo mount)."""
+        """Push a blob or a manifest (by digest); a no-op when already present. A blob seen in
+        another repository of this registry during this run (or in ``mount_from``) is
+        cross-mounted from there first; any mount failure falls back to an upload."""
         if desc.is_manifest:
             self._push_manifest(repo, desc, open_blob)
             return
-        if self.client.blob_size(repo, desc.digest) is not None:
+        if self._blob_present(repo, desc.digest):
             return
+        source = mount_from or self._homes.get(desc.digest)
 
         def open_session() -> UploadStatus:
-            return self.client.start_upload(repo, mount=desc.digest, from_repo=mount_from)
+            session = self.client.start_upload(repo, mount=desc.digest, from_repo=source)
+            if session.mounted:
+                with self._lock:
+                    self.mounted += 1
+            return session
 
         self.uploader.upload(self.client, repo, desc, open_blob, open_session)
+        self._homes.setdefault(desc.digest, repo)
+
+    def push_range(self, repo: str, desc: Descriptor, open_at: OpenAt, start: int, end: int) -> RangeUpload:
+        """Push the bytes ``[start, end)`` of a blob whose other bytes are not at hand (a blob
+        spanning bundle parts): the upload session is continued from the journal and left open
+        for the next run unless ``end`` completes the blob (see ChunkedUploader.upload_range)."""
+        if self.client.blob_size(repo, desc.digest) is not None:
+            return RangeUpload(desc.size)
+        upload_range = getattr(self.uploader, "upload_range", None)
+        if upload_range is None:
+            raise TransferError(f"{self.client.host}: pushing part of a blob needs the chunked uploader")
+
+        def open_session() -> UploadStatus:
+            return self.client.start_upload(repo)
+
+        return upload_range(self.client, repo, desc, open_at, start, end, open_session)
 
     def _push_manifest(self, repo: str, desc: Descriptor, open_blob: BlobOpener) -> None:
         with VerifyingReader(open_blob(), desc.digest, desc.size, what=f"manifest {desc.digest}") as reader:
