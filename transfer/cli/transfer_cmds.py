@@ -16,8 +16,7 @@ from transfer.cli.progress import close_progress, human, make_progress
 from transfer.cli.remote import registry_client, registry_options, registry_store
 from transfer.copy import Copier, CopyStats, ImagePlan
 from transfer.errors import TransferError, UsageError
-from transfer.export import (CatalogFilter, Selection, bundle_plan, parse_reference_file, plan_exports,
-                             select_repositories)
+from transfer.export import CatalogFilter, Selection, parse_reference_file, plan_exports, select_repositories
 from transfer.import_ import (ON_EXISTING, RepositoryMapping, apply_on_existing, missing_expected,
                               plan_imports, tag_conflicts, verify_tags)
 from transfer.interrupt import STOP
@@ -172,8 +171,6 @@ def cmd_export(args) -> int:
             writer = BundleWriter(args.output, split_size=args.split_size, level=args.level,
                                   threads=args.threads, source_registry=host)
             with writer:
-                if args.split_size:  # every part then shows where its blobs belong (import part by part)
-                    writer.set_plan(bundle_plan(plans))
                 expected = _declare_expected(writer, plans, args)
                 for note in notes:
                     progress.message(note)
