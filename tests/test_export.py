@@ -193,3 +193,22 @@ def test_referrers_api_where_the_registry_has_it(registry, fault_proxy, tmp_path
     assert run_cli(capsys, "export", f"{proxy.host}/{app.image}", "-o", tmp_path / "no.bundle", "--no-referrers").code == 0
     with BundleReader(tmp_path / "no.bundle") as r:
         assert sbom.manifest.digest not in {e.digest for e in r.entries}
+
+
+def test_all_tags_and_since_an_earlier_bundle(registry, fresh_registry, tmp_path, capsys):
+    app = registry.seeded["app"]
+    everything = tmp_path / "app-all.bundle"
+    res = run_cli(capsys, "export", "--all-tags", f"{registry.host}/{app.repo}", "-o", everything)
+    assert res.code == 0, res.err
+    tags = {t for (repo, t) in entries_by_tag(everything)[0] if repo == app.repo}
+    assert {"app", "sbom"} <= tags and any(t.endswith(".sig") for t in tags)
+
+    # --since: a later bundle leaves out what the earlier one carried to the same repositories.
+    first = tmp_path / "small.bundle"
+    assert run_cli(capsys, "export", f"{registry.host}/sample/small:small", "-o", first).code == 0
+    later = tmp_path / "later.bundle"
+    res = run_cli(capsys, "export", f"{registry.host}/sample/small:small", "--since", first, "-o", later)
+    assert res.code == 0, res.err
+    with BundleReader(later) as r:
+        assert {d.digest for d in r.expected} == registry.seeded["small"].manifest.blob_digests()
+        assert not set(r.digests()) & registry.seeded["small"].manifest.blob_digests()

@@ -111,3 +111,26 @@ def test_chunk_size_option_is_validated(big_bundle, fresh_registry, capsys):
     res = run_cli(capsys, "import", bundle, fresh_registry().host, "--chunk-size", "lots")
     assert res.code == 2 and "lots" in res.err
     assert parse_size("8MiB") == 8 << 20
+
+
+def test_killed_copy_resumes_like_import(fresh_registry, fault_proxy, skopeo, tmp_path):
+    src = fresh_registry()
+    layout = Layout(tmp_path / "layout")
+    image = layout.image("copy-resume", [LAYER], tag="v1")
+    layout.save()
+    skopeo.seed(src, layout, image, "big/app", "v1")
+    layer = max(image.layers, key=lambda b: b.size)
+    dest = fresh_registry()
+    proxy = fault_proxy(dest)
+    args = ["copy", f"{src.host}/big/app:v1", f"{proxy.host}/big/app:v1", "--chunk-size", "1MiB",
+            "--jobs", "1", "--journal", tmp_path / "journal.json"]
+    proxy.stall(3, "PATCH", "/blobs/uploads/", skip=3)
+    proc = spawn_cli(*args)
+    _wait_fired(proxy)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    proxy.clear()
+    proc = spawn_cli(*args)
+    assert proc.wait(60) == 0, proc.stderr.read().decode()
+    assert layer.size - 3 * CHUNK <= _upload_bytes(proxy) <= layer.size - 3 * CHUNK + image.config.size
+    assert skopeo.digest(dest, "big/app:v1") == image.digest
