@@ -43,3 +43,17 @@ def test_read_all_limit():
     data = b"y" * 100
     with pytest.raises(IntegrityError, match="at most 10"):
         VerifyingReader(io.BytesIO(data), digest_bytes(data), None).read_all(10)
+
+
+def test_a_verified_stream_is_not_hashed_twice_but_still_fails():
+    data = b"z" * 100_000
+    dg = digest_bytes(data)
+    outer = VerifyingReader(VerifyingReader(io.BytesIO(data), dg, len(data)), dg, len(data))
+    assert outer._digester is None and outer.read_all(1 << 20) == data
+    bad = VerifyingReader(VerifyingReader(io.BytesIO(b"y" + data[1:]), dg, len(data)), dg, len(data))
+    with pytest.raises(IntegrityError):
+        bad.drain()
+    # A different expectation outside is checked on its own.
+    other = VerifyingReader(VerifyingReader(io.BytesIO(data), dg, len(data)), digest_bytes(b"x"), len(data))
+    with pytest.raises(IntegrityError):
+        other.drain()

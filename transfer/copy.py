@@ -123,6 +123,7 @@ class _ProgressReader:
 
     def __init__(self, raw: VerifyingReader, key: str, progress: Progress) -> None:
         self._raw, self._key, self._progress, self.count = raw, key, progress, 0
+        self.verifies = raw.verifies  # the stream below checks digest and size: no second hash
 
     def read(self, n: int = -1) -> bytes:
         data = self._raw.read(n)
