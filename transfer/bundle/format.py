@@ -329,6 +329,79 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+@dataclass(frozen=True)
+class PlanContent:
+    """A blob or manifest the export plans to carry (a descriptor's three essential fields)."""
+
+    digest: str
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class PlanImage:
+    """One image of the export plan: its manifests children first (the root last) and its blobs."""
+
+    repository: str
+    tags: tuple[str, ...]
+    manifests: tuple[PlanContent, ...]
+    blobs: tuple[PlanContent, ...]
+
+    @property
+    def root(self) -> PlanContent:
+        return self.manifests[-1]
+
+
+@dataclass(frozen=True)
+class BundlePlan:
+    """What the whole export carries, known before its first byte is written (see "Plan" in
+    docs/bundle-format.md). Recorded in every part's index of a split set, so any part alone tells
+    which repositories each of its blobs belongs to."""
+
+    images: tuple[PlanImage, ...]
+
+    def contents(self) -> list[PlanContent]:
+        """Every content once, sorted by digest."""
+        seen = {c.digest: c for i in self.images for c in (*i.manifests, *i.blobs)}
+        return [seen[d] for d in sorted(seen)]
+
+    def to_json(self) -> dict[str, Any]:
+        contents = self.contents()
+        types = sorted({c.media_type for c in contents})
+        kind, where = {t: n for n, t in enumerate(types)}, {c.digest: n for n, c in enumerate(contents)}
+        return {
+            "media_types": types,
+            "contents": [[c.digest, c.size, kind[c.media_type]] for c in contents],
+            "images": [{"repository": i.repository, "tags": list(i.tags),
+                        "manifests": [where[c.digest] for c in i.manifests],
+                        "blobs": [where[c.digest] for c in i.blobs]} for i in self.images],
+        }
+
+
+def decode_plan(d: Any, what: str) -> BundlePlan:
+    types = [_media_type({"media_type": t}, "media_type", what) for t in _get(d, "media_types", list, what)]
+    contents = []
+    for row in _get(d, "contents", list, what):
+        if not (isinstance(row, list) and len(row) == 3 and types):
+            raise CorruptBundleError(f"{what}: malformed plan content {str(row)[:80]!r}")
+        item = {"digest": row[0], "size": row[1], "type": row[2]}
+        kind = types[_nat(item, "type", what, len(types) - 1)]
+        contents.append(PlanContent(_digest(item, "digest", what), _nat(item, "size", what), kind))
+    return BundlePlan(tuple(_plan_image(i, contents, what) for i in _get(d, "images", list, what)))
+
+
+def _plan_image(d: Any, contents: list[PlanContent], what: str) -> PlanImage:
+    tags = _get(d, "tags", list, what)
+    picks = [_get(d, key, list, what) for key in ("manifests", "blobs")]
+    if not all(isinstance(t, str) for t in tags) or not picks[0]:
+        raise CorruptBundleError(f"{what}: malformed plan image")
+    for n in (n for pick in picks for n in pick):
+        if not (isinstance(n, int) and not isinstance(n, bool) and 0 <= n < len(contents)):
+            raise CorruptBundleError(f"{what}: plan image refers to content {str(n)[:20]!r}, which is not listed")
+    return PlanImage(_get(d, "repository", str, what), tuple(tags),
+                     tuple(contents[n] for n in picks[0]), tuple(contents[n] for n in picks[1]))
+
+
 @dataclass
 class IndexDoc:
     """The decoded index of one part (see docs/bundle-format.md, "Index")."""
@@ -344,10 +417,13 @@ class IndexDoc:
     chunks: list[ChunkEntry]
     catalog: list[CatalogEntry]
     expected: list[dict[str, Any]]
+    plan: BundlePlan | None = None  # split sets: the export plan, in every part
 
 
 def encode_index(doc: IndexDoc) -> bytes:
+    plan = {"plan": doc.plan.to_json()} if doc.plan is not None else {}
     return dumps({
+        **plan,
         "format": "transfer-bundle", "version": VERSION, "part": doc.part, "set_id": doc.set_id,
         "complete": doc.complete, "final": doc.final, "parts": doc.parts, "created": doc.created,
         "tool_version": doc.tool_version, "source_registry": doc.source_registry,
@@ -378,6 +454,7 @@ def decode_index(data: bytes, limit: int, what: str) -> IndexDoc:
         [decode_chunk_entry(e, part, limit, what) for e in _get(d, "records", list, what)],
         [decode_catalog_entry(e, what) for e in _get(d, "catalog", list, what)],
         [_expected(e, what) for e in _get(d, "expected", list, what)],
+        decode_plan(d["plan"], f"{what} plan") if d.get("plan") is not None else None,
     )
 
 

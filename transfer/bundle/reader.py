@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from transfer.bundle import format as fmt
-from transfer.bundle.format import CatalogEntry, ChunkEntry, IndexDoc
+from transfer.bundle.format import BundlePlan, CatalogEntry, ChunkEntry, IndexDoc
 from transfer.bundle.stream import ContentStream, PayloadReader, ScanResult, read_exact, read_record_header, scan_part
 from transfer.digest import VerifyingReader, is_digest
 from transfer.errors import BundleError, CorruptBundleError, IntegrityError, NotFoundError
@@ -191,6 +191,12 @@ class BundleReader:
         raise NotFoundError(f"{self.path}: {repo}:{ref} is not in the bundle")
 
     @property
+    def plan(self) -> BundlePlan | None:
+        """The export plan recorded in the parts present (split sets), from the latest part."""
+        plans = [p.doc.plan for p in self.parts if p.doc.plan is not None]
+        return plans[-1] if plans else None
+
+    @property
     def expected(self) -> list[Descriptor]:
         return [self._expected[d] for d in sorted(self._expected)]
 
@@ -225,14 +231,45 @@ class BundleReader:
         chain = self._chain(digest)
         return bool(chain) and sum(c.chunk_length for c in chain) == chain[0].size
 
+    def covered(self, digest: str) -> list[tuple[int, int]]:
+        """The byte ranges ``[start, end)`` of a content that the parts present hold, merged,
+        in order (one range ``(0, size)`` for a content stored whole)."""
+        ranges: list[tuple[int, int]] = []
+        for c in self._runs(digest):
+            ranges.append((c[0].chunk_offset, c[-1].chunk_offset + c[-1].chunk_length))
+        return ranges
+
+    def _runs(self, digest: str) -> list[list[ChunkEntry]]:
+        """The segments present, grouped into runs of consecutive ones."""
+        runs: list[list[ChunkEntry]] = []
+        chunks = self._chunks.get(digest, [])
+        for c in chunks:
+            if c.size != chunks[0].size:
+                break
+            end = runs[-1][-1].chunk_offset + runs[-1][-1].chunk_length if runs else -1
+            if c.chunk_offset == end and c.chunk_length:
+                runs[-1].append(c)
+            elif c.chunk_offset > end:
+                runs.append([c])
+        return runs
+
+    def part_at(self, digest: str, offset: int) -> int | None:
+        """The number of the part present whose segment of ``digest`` holds byte ``offset``."""
+        for c in self._chunks.get(digest, []):
+            if c.chunk_offset <= offset < c.chunk_offset + c.chunk_length:
+                return c.part
+        return None
+
     def open_range(self, digest: str, start: int = 0) -> ContentStream:
-        """The uncompressed bytes from ``start`` up to what the parts present hold."""
-        chain = self._chain(digest)
-        if not chain:
+        """The uncompressed bytes from ``start`` to the end of the consecutive segments present
+        that hold ``start`` (the end of a range ``covered`` reports)."""
+        for run in self._runs(digest):
+            if run[0].chunk_offset <= start <= run[-1].chunk_offset + run[-1].chunk_length:
+                return ContentStream([(self._paths[c.part], c) for c in run], start, self.path)
+        if not self._chunks.get(digest):
             raise NotFoundError(f"{self.path}: {digest} is not in the bundle")
-        if not 0 <= start <= self.available_bytes(digest):
-            raise BundleError(f"{self.path}: {digest}: offset {start} is past the {self.available_bytes(digest)} bytes available")
-        return ContentStream([(self._paths[c.part], c) for c in chain], start, self.path)
+        have = ", ".join(f"{a}-{b}" for a, b in self.covered(digest)) or "none"
+        raise BundleError(f"{self.path}: {digest}: offset {start} is not in the parts present (they hold bytes {have})")
 
     def fetch(self, repo: str, desc: Descriptor) -> VerifyingReader:
         have = self.descriptor(desc.digest) if desc.digest in self._chunks else None

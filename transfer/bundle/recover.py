@@ -21,13 +21,16 @@ def rewrite_index(path: str | os.PathLike[str], *, mark_complete: bool = False) 
     expected: dict[str, dict[str, Any]] = {}
     summary: dict[str, Any] = {"parts": [], "records": 0, "dropped_bytes": 0, "problems": []}
     numbers = list(paths)
+    plan = None  # a scanned part gets the export plan of the parts before it
     for number, part_path in paths.items():
         part = load_part(part_path, recover=True)
+        plan = part.doc.plan or plan
         catalog.update((e.key, e) for e in part.doc.catalog)
         expected.update((d["digest"], d) for d in part.doc.expected)
         last = number == numbers[-1]
         complete = mark_complete and last or (part.doc.complete and not part.index_problem)
         if part.index_problem or complete != part.doc.complete:
+            part.doc.plan = part.doc.plan or plan
             _rewrite(part, complete, list(catalog.values()), list(expected.values()), summary)
     return summary
 

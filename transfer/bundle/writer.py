@@ -21,7 +21,7 @@ import zstandard
 
 from transfer import __version__
 from transfer.bundle import format as fmt
-from transfer.bundle.format import CatalogEntry, ChunkEntry, IndexDoc, RecordHeader
+from transfer.bundle.format import BundlePlan, CatalogEntry, ChunkEntry, IndexDoc, RecordHeader
 from transfer.bundle.reader import LoadedPart, find_parts, load_part
 from transfer.bundle.stream import ContentStream
 from transfer.digest import READ_SIZE, Readable, VerifyingReader
@@ -183,6 +183,8 @@ class BundleWriter:
         self._catalog: dict[tuple[str, str, str], CatalogEntry] = {}
         self._expected: dict[str, dict[str, Any]] = {}
         self._shared_bytes = 0  # JSON bytes of catalog and expected entries in every index
+        self._plan: BundlePlan | None = None
+        self._plan_bytes = 0  # JSON bytes of the plan in every index
         self._parts: list[_Part] = []
         self.bytes_written = self.blobs_written = 0
         self._closed = False
@@ -232,7 +234,7 @@ class BundleWriter:
     def _index_reserve(self) -> int:
         """Bytes to keep free at the end of the part for its index record and trailer."""
         fixed = 2048 + len(self.created) + len(self.source_registry) * 6 + len(__version__)
-        return fixed + self._shared_bytes + self._part.chunk_bytes + fmt.TRAILER_SIZE
+        return fixed + self._shared_bytes + self._plan_bytes + self._part.chunk_bytes + fmt.TRAILER_SIZE
 
     def _room(self, needed: int) -> bool:
         if self.split_size is None:
@@ -255,7 +257,7 @@ class BundleWriter:
         doc = IndexDoc(
             part.number, self._set_id.hex(), complete, complete, part.number if complete else None,
             self.created, __version__, self.source_registry, part.chunks,
-            list(self._catalog.values()), list(self._expected.values()),
+            list(self._catalog.values()), list(self._expected.values()), self._plan,
         )
         end = append_index(part.fh, doc)
         part.fh.close()
@@ -299,6 +301,31 @@ class BundleWriter:
             self._add_catalog(e)
         for d in part.doc.expected:
             self._add_expected(d)
+        if part.doc.plan is not None:
+            self._set_plan(part.doc.plan)
+
+    def set_plan(self, plan: BundlePlan | None) -> None:
+        """Record the export's plan in the index of this part and every later one (split sets:
+        a part alone then shows where each of its blobs belongs). Call it before the first push;
+        a continued export replaces the plan of the earlier run."""
+        with self._lock:
+            self._check_open()
+            old = self._plan
+            self._set_plan(plan)
+            if self.split_size is None or self._room(0):
+                return
+            if self._index_reserve() - self._part.chunk_bytes + 4096 > self.split_size:
+                self._set_plan(old)
+                raise BundleError(f"{self.path}: the export plan ({len(fmt.dumps(plan.to_json()))} bytes in every "
+                                  f"part's index) does not fit in the split size {self.split_size}; use a larger split size")
+            self._set_plan(old)  # the part in progress is full for the new plan: close it as it was
+            self._finish_part(complete=False)
+            self._set_plan(plan)
+            self._start_part(self._part.number + 1)
+
+    def _set_plan(self, plan: BundlePlan | None) -> None:
+        self._plan = plan
+        self._plan_bytes = 0 if plan is None else len(fmt.dumps(plan.to_json())) + 10
 
     def _add_catalog(self, entry: CatalogEntry) -> None:
         self._catalog[entry.key] = entry
