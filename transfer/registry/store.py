@@ -14,8 +14,9 @@ from typing import Callable, Protocol
 
 from transfer.digest import VerifyingReader
 from transfer.models import MANIFEST_TYPES, MAX_MANIFEST_SIZE, Descriptor
-from transfer.errors import NotFoundError, UnsupportedManifestError
+from transfer.errors import NotFoundError, TransferError, UnsupportedManifestError
 from transfer.registry.client import RegistryClient, UploadStatus
+from transfer.registry.upload import OpenAt, RangeUpload
 from transfer.store import BlobOpener
 
 MANIFEST_CACHE = 64  # recently pushed manifests kept for tag() (each at most MAX_MANIFEST_SIZE)
@@ -125,6 +126,21 @@ class RegistryStore:
 
         self.uploader.upload(self.client, repo, desc, open_blob, open_session)
         self._homes.setdefault(desc.digest, repo)
+
+    def push_range(self, repo: str, desc: Descriptor, open_at: OpenAt, start: int, end: int) -> RangeUpload:
+        """Push the bytes ``[start, end)`` of a blob whose other bytes are not at hand (a blob
+        spanning bundle parts): the upload session is continued from the journal and left open
+        for the next run unless ``end`` completes the blob (see ChunkedUploader.upload_range)."""
+        if self.client.blob_size(repo, desc.digest) is not None:
+            return RangeUpload(desc.size)
+        upload_range = getattr(self.uploader, "upload_range", None)
+        if upload_range is None:
+            raise TransferError(f"{self.client.host}: pushing part of a blob needs the chunked uploader")
+
+        def open_session() -> UploadStatus:
+            return self.client.start_upload(repo)
+
+        return upload_range(self.client, repo, desc, open_at, start, end, open_session)
 
     def _push_manifest(self, repo: str, desc: Descriptor, open_blob: BlobOpener) -> None:
         with VerifyingReader(open_blob(), desc.digest, desc.size, what=f"manifest {desc.digest}") as reader:

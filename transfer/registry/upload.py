@@ -47,6 +47,15 @@ SPOOL_IN_MEMORY = 64 << 20  # larger chunks are spooled to a temporary file
 MAX_BACKOFF = 30.0
 
 OpenSession = Callable[[], UploadStatus]
+OpenAt = Callable[[int], Readable]  # the blob's bytes from an offset (as far as the source holds them)
+
+
+@dataclass(frozen=True)
+class RangeUpload:
+    """Where a blob stands after ``ChunkedUploader.upload_range``."""
+
+    held: int  # bytes the registry holds (the blob's size once it is complete)
+    restarted: bool = False  # the saved session was lost: the blob starts over from byte 0
 
 
 # -- per-registry settings ---------------------------------------------------------------------
@@ -175,17 +184,22 @@ class _BlobCursor:
     """The blob's bytes from any offset: the source stream, verified (size and digest at EOF), read
     forward, and the current chunk spooled so it can be sent again (auth retry, partial resend)."""
 
-    def __init__(self, open_blob: BlobOpener, desc: Descriptor) -> None:
-        self._open, self.desc = open_blob, desc
-        self._reader: VerifyingReader | None = None
+    def __init__(self, open_blob: BlobOpener | None, desc: Descriptor,
+                 open_at: OpenAt | None = None) -> None:
+        self._open, self.desc, self._open_at = open_blob, desc, open_at
+        self._reader: VerifyingReader | _RangeReader | None = None
         self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
         self.start = self.end = 0  # the spooled window [start, end)
 
     def _skip_to(self, offset: int) -> None:
         if self._reader is None or offset < self._reader.position:
             self.close_stream()
-            self._reader = VerifyingReader(self._open(), self.desc.digest, self.desc.size,
-                                           what=f"blob {self.desc.digest}")
+            if self._open_at is not None:  # a part of the bytes: the registry checks the digest
+                self._reader = _RangeReader(self._open_at(offset), offset)
+            else:
+                assert self._open is not None
+                self._reader = VerifyingReader(self._open(), self.desc.digest, self.desc.size,
+                                               what=f"blob {self.desc.digest}")
         while self._reader.position < offset:
             if not self._reader.read(min(1 << 20, offset - self._reader.position)):
                 break  # EOF: VerifyingReader has raised on a short stream
@@ -220,6 +234,23 @@ class _BlobCursor:
     def close(self) -> None:
         self.close_stream()
         self._spool.close()
+
+
+class _RangeReader:
+    """Bytes of a blob from ``position`` on, as a source that holds only part of it serves them."""
+
+    def __init__(self, raw: Readable, position: int) -> None:
+        self._raw, self.position = raw, position
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.position += len(data)
+        return data
+
+    def close(self) -> None:
+        close = getattr(self._raw, "close", None)
+        if close:
+            close()
 
 
 # -- the uploader ------------------------------------------------------------------------------
@@ -279,16 +310,34 @@ class ChunkedUploader:
         finally:
             blob.cursor.close()
 
+    def upload_range(self, client: RegistryClient, repo: str, desc: Descriptor, open_at: OpenAt,
+                     start: int, end: int, open_session: OpenSession) -> RangeUpload:
+        """Send the bytes ``[start, end)`` of ``desc`` that the registry does not hold yet, in
+        chunks, continuing the journal's session; without the final PUT unless ``end`` is the
+        blob's end. The session stays in the journal for the run that has the next bytes. Sends
+        nothing when the registry holds fewer than ``start`` bytes (the bytes between are
+        elsewhere); a new session is opened only from ``start == 0``."""
+        if self.journal is None:
+            raise UsageError("uploading part of a blob needs an upload journal")
+        if not 0 <= start <= end <= desc.size:
+            raise UsageError(f"invalid byte range {start}-{end} of a {desc.size}-byte blob")
+        blob = _BlobUpload(self, client, repo, desc, None, open_session, open_at=open_at)
+        try:
+            return blob.run_range(start, end)
+        finally:
+            blob.cursor.close()
+
 
 class _BlobUpload:
     """One blob's upload: sessions, chunks, recovery and journal entries."""
 
     def __init__(self, up: ChunkedUploader, client: RegistryClient, repo: str, desc: Descriptor,
-                 open_blob: BlobOpener, open_session: OpenSession) -> None:
+                 open_blob: BlobOpener | None, open_session: OpenSession, open_at: OpenAt | None = None) -> None:
         self.up, self.client, self.repo, self.desc = up, client, repo, desc
         self.open_blob, self.open_session = open_blob, open_session
         self.settings = settings_for(client.host, up.settings)
-        self.cursor = _BlobCursor(open_blob, desc)
+        self.cursor = _BlobCursor(open_blob, desc, open_at)
+        self.lost = False  # a saved session could not be continued
         self.failures = 0  # failures in a row since the last acknowledged request
         self.resumed = 0
         self.location: str | None = None  # the newest Location of the session in use
@@ -315,6 +364,47 @@ class _BlobUpload:
         self._cancel()
         raise UploadError(f"upload of {self.what} failed: the session was lost "
                           f"{self.up.max_restarts + 1} times; last: {last_reason}")
+
+    def run_range(self, start: int, end: int) -> RangeUpload:
+        if self.settings.monolithic_only:
+            raise UploadError(f"{self.client.host} takes whole blobs only: {self.what} spans bundle parts, "
+                              "so import the parts that hold it together")
+        session, last_reason = self._resumed(), ""
+        for attempt in range(self.up.max_restarts + 1):
+            if attempt:
+                self._restart(attempt)
+                session, self.lost = None, True
+            if session is None and start > 0:
+                return RangeUpload(0, self.lost)
+            try:
+                session = session or self._new_session()
+                if session is None:  # mounted
+                    return RangeUpload(self.desc.size, self.lost)
+                if session.offset < start:
+                    return RangeUpload(session.offset, self.lost)
+                held = self._send_chunks(session, stop=end)
+            except _SessionLost as lost:
+                last_reason, session = str(lost), None
+                if self._landed():
+                    self._forget()
+                    return RangeUpload(self.desc.size, self.lost)
+                continue
+            if held == self.desc.size:
+                self._forget()
+                self.up.count(blobs=1)
+            return RangeUpload(held, self.lost)
+        self._cancel()
+        raise UploadError(f"upload of {self.what} failed: the session was lost "
+                          f"{self.up.max_restarts + 1} times; last: {last_reason}")
+
+    def _new_session(self) -> _Session | None:
+        """POST a session (saved in the journal); None when the registry mounted the blob."""
+        status = self.open_session()
+        if status.mounted:
+            return None
+        session = _Session(status.location, 0, status.min_chunk)
+        self._save(session)
+        return session
 
     def _upload(self, session: _Session | None) -> None:
         if session is None:
@@ -398,25 +488,40 @@ class _BlobUpload:
             raise
         self.up.count(monolithic=1, chunks_sent=1, bytes_sent=self.desc.size)
 
-    def _send_chunks(self, session: _Session) -> None:
+    def _send_chunks(self, session: _Session, stop: int | None = None) -> int:
+        """PATCH from the session's offset up to ``stop`` (default: the blob's end, then PUT);
+        return the bytes the registry holds (the size once the blob is complete)."""
         size, chunk = self.desc.size, self._chunk(session)
+        stop = size if stop is None else stop
         while True:
+            if stop < size and session.offset >= stop:
+                return session.offset  # the rest of the blob is not available yet
             if session.offset < size:
                 check(f"upload of blob {self.desc.digest}")
                 window = self.cursor
                 keep = window.start <= session.offset < window.end
-                end = window.end if keep else min(session.offset + chunk, size)
+                end = window.end if keep else self._chunk_end(session, chunk, stop)
                 window.load(session.offset, end)
             else:
                 end = size
             if end == size and (session.offset == size or self.settings.last_chunk_in_put):
                 next_session = self._finish(session)
                 if next_session is None:
-                    return
+                    return size
                 session = next_session
                 continue
             session = self._patch(session, end)
             self._save(session)
+
+    def _chunk_end(self, session: _Session, chunk: int, stop: int) -> int:
+        """Where the next chunk ends: ``chunk`` bytes on, at most ``stop``; when stopping early
+        and the bytes left before ``stop`` would make a chunk under the registry's minimum, they
+        go along (every PATCH but the blob's last must reach the minimum)."""
+        end = min(session.offset + chunk, stop)
+        least = max(self.settings.min_chunk or 0, session.min_chunk or 0)
+        if stop < self.desc.size and 0 < stop - end < least:
+            end = stop
+        return end
 
     def _patch(self, session: _Session, end: int) -> _Session:
         start = session.offset
