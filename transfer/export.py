@@ -12,6 +12,7 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 
+from transfer.bundle.format import BundlePlan, PlanContent, PlanImage
 from transfer.copy import ImagePlan, plan_image
 from transfer.digest import is_digest
 from transfer.errors import NotFoundError, TransferError, UsageError
@@ -145,6 +146,19 @@ def _new_plan(src: Source, repo: str, desc: Descriptor, tags: list[str], seen: s
         return []
     seen.add(desc.digest)
     return [plan_image(src, repo, desc, tags=tags, label=label)]
+
+
+def bundle_plan(plans: list[ImagePlan]) -> BundlePlan:
+    """The plans as a bundle records them: per image its repository, tags, manifests (children
+    first, the root last) and blobs."""
+    def content(desc: Descriptor) -> PlanContent:
+        return PlanContent(desc.digest, desc.size, desc.media_type)
+
+    return BundlePlan(tuple(
+        PlanImage(p.dst_repo, tuple(p.tags), tuple(content(d) for d, _ in p.manifests.values()),
+                  tuple(content(b) for b in p.blobs))
+        for p in plans
+    ))
 
 
 def parse_reference_file(path: str) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -16,9 +17,11 @@ from transfer.cli.progress import close_progress, human, make_progress
 from transfer.cli.remote import registry_client, registry_options, registry_store
 from transfer.copy import Copier, CopyStats, ImagePlan
 from transfer.errors import TransferError, UsageError
-from transfer.export import CatalogFilter, Selection, parse_reference_file, plan_exports, select_repositories
+from transfer.export import (CatalogFilter, Selection, bundle_plan, parse_reference_file, plan_exports,
+                             select_repositories)
 from transfer.import_ import (ON_EXISTING, RepositoryMapping, apply_on_existing, missing_expected,
                               plan_imports, tag_conflicts, verify_tags)
+from transfer.import_parts import PartImport, PartOrderError
 from transfer.interrupt import STOP
 from transfer.inventory import build_inventory, load_have, write_inventory
 from transfer.models import Platform
@@ -171,6 +174,8 @@ def cmd_export(args) -> int:
             writer = BundleWriter(args.output, split_size=args.split_size, level=args.level,
                                   threads=args.threads, source_registry=host)
             with writer:
+                if args.split_size:  # every part then shows where its blobs belong (import part by part)
+                    writer.set_plan(bundle_plan(plans))
                 expected = _declare_expected(writer, plans, args)
                 for note in notes:
                     progress.message(note)
@@ -222,6 +227,8 @@ def cmd_import(args) -> int:
     target = RegistryPath.parse(args.target)
     mapping = RepositoryMapping.parse(target.path, args.map or [])
     with BundleReader(args.bundle) as reader:
+        if reader.split and not reader.info.complete and reader.plan is not None:
+            return _import_parts(args, reader, target, mapping, started)
         if not reader.info.complete and not args.allow_incomplete:
             raise TransferError(f"{args.bundle} is incomplete (its export did not finish); finish the "
                                 "export, or pass --allow-incomplete to import what it holds")
@@ -241,6 +248,67 @@ def cmd_import(args) -> int:
     if stats.failures:
         raise TransferError(f"{len(stats.failures)} image(s) failed to import; run the same command again")
     return 0
+
+
+def part_path(bundle: str, number: int) -> str:
+    """The path of part ``number`` next to the part (or set) the user named."""
+    m = re.match(r"^(.*)\.\d{3}$", bundle)
+    return f"{m.group(1) if m else bundle}.{number:03d}"
+
+
+def _import_parts(args, reader, target: RegistryPath, mapping, started: float) -> int:
+    """A split set with parts missing: import what the parts present allow (see import_parts)."""
+    if args.dry_run:
+        raise UsageError("--dry-run needs every part of a split bundle together")
+    progress = make_progress(args, "import")
+    with closing(upload_store(args, target.registry, os.path.abspath(args.bundle))) as dst:
+        with stop_on_signals(f"run the same command again to resume the import of {args.bundle}"):
+            try:
+                report = PartImport(reader, dst, mapping, on_existing=args.on_existing, progress=progress,
+                                    jobs=args.jobs).run()
+            except PartOrderError as exc:
+                raise TransferError(f"{exc}; insert part {exc.needed} and run: transfer import "
+                                    f"{part_path(args.bundle, exc.needed)} {args.target}") from None
+            finally:
+                close_progress(progress)
+        upload, upload_lines = _upload_summary(dst)
+    seconds = time.monotonic() - started
+    summary, lines = _part_summary(args, report)
+    summary.update(report.stats.as_dict(), **upload, target=str(target), seconds=round(seconds, 3))
+    _emit(args, summary, _summary_lines("imported", report.stats, seconds) + upload_lines + lines)
+    if report.final and report.waiting:
+        raise TransferError(f"the import is incomplete: {len(report.waiting)} image(s) wait for content that is in "
+                            "none of the parts imported (import the part(s) holding it, then the last part again)")
+    if report.tag_problems:
+        raise TransferError(f"{len(report.tag_problems)} tag(s) do not point at the bundle's digest after the import")
+    return 0
+
+
+def _part_summary(args, report) -> tuple[dict, list[str]]:
+    parts = ", ".join(map(str, report.parts))
+    lines = [f"parts present: {parts}" + (" (the last part of the bundle)" if report.final else "")]
+    for s in report.spanning:
+        state = "complete" if s.held == s.size else f"{format_size(s.held)} of {format_size(s.size)} at the destination"
+        lines.append(f"blob {s.digest} spanning parts ({format_size(s.size)}) to {s.repository}: {state}")
+    lines += report.notes
+    if report.waiting:
+        shown = ", ".join(label for label, _ in report.waiting[:5]) + (" ..." if len(report.waiting) > 5 else "")
+        where = "content of parts not imported" if report.final else "later parts"
+        lines.append(f"{len(report.waiting)} image(s) wait for {where}: {shown}")
+    command = None
+    if report.next_part is not None:
+        command = f"transfer import {part_path(args.bundle, report.next_part)} {args.target}"
+        lines.append(f"insert part {report.next_part} and run: {command}")
+    elif report.final:
+        lines.append("all parts imported: every tag checked against the bundle's digest")
+    else:
+        lines.append("nothing waits: every image of the bundle's plan is at the destination")
+    lines += report.tag_problems
+    summary = {"parts_present": report.parts, "final": report.final, "next_part": report.next_part,
+               "next_command": command, "spanning": [s.as_dict() for s in report.spanning],
+               "images_complete": report.complete, "notes": report.notes, "tag_problems": report.tag_problems,
+               "images_waiting": [{"image": label, "waits_for": what} for label, what in report.waiting]}
+    return summary, lines
 
 
 def _import_checks(args, reader, dst, plans: list[ImagePlan]) -> None:
