@@ -34,6 +34,7 @@ def split_export(fresh_registry, skopeo, tmp_path, capsys):
         repo, tag = ref.split(":")
         skopeo.seed(src, layout, manifest, repo, tag)
     skopeo.seed(src, layout, images["small/tool:1"], "small/tool", "latest")
+    skopeo.seed(src, layout, images["big/app:v1"], "big/copy", "v1")  # the spanning blob in two repositories
     out = tmp_path / "out"
     out.mkdir()
     res = run_cli(capsys, "export", "--catalog", src.host, "--split-size", SPLIT, "-o", out / "site.bundle", "-q")
@@ -59,8 +60,10 @@ def _import(capsys, part, host, journal, *extra):
 
 
 def _blob_bytes(images) -> int:
-    """Bytes of every blob once per repository (what a correct import uploads)."""
-    total = 0
+    """Bytes of every blob once per repository (what a correct import uploads); the spanning blob
+    goes to its second repository by a mount (no bytes)."""
+    big = images["big/app:v1"]
+    total = big.config.size + sum(layer.size for layer in big.layers if layer.size < BIG)  # big/copy
     for manifest in images.values():
         sizes: dict[str, int] = {}
         manifest._collect_blobs(sizes)
@@ -95,6 +98,7 @@ def test_parts_imported_one_by_one_send_each_byte_once(split_export, fresh_regis
     for ref, manifest in images.items():
         assert skopeo.digest(dest, ref) == manifest.digest == skopeo.digest(src, ref)
     assert skopeo.digest(dest, "small/tool:latest") == images["small/tool:1"].digest
+    assert skopeo.digest(dest, "big/copy:v1") == images["big/app:v1"].digest
     # Each blob byte went up once: no chunk re-sent across runs, no restart.
     assert _upload_bytes(proxy) == _blob_bytes(images)
 
@@ -129,6 +133,29 @@ def test_part_twice_and_out_of_order(split_export, fresh_registry, fault_proxy, 
     for ref, manifest in images.items():
         assert skopeo.digest(dest, ref) == manifest.digest
     assert _upload_bytes(proxy) == _blob_bytes(images)
+
+
+def test_lost_session_restarts_the_blob_when_its_first_bytes_come_again(split_export, fresh_registry, skopeo,
+                                                                        tmp_path, capsys):
+    _, images, parts = split_export
+    dest = fresh_registry()
+    arrival, journal = tmp_path / "arrival", tmp_path / "journal.json"
+    arrival.mkdir()
+    assert _import(capsys, _arrive(parts[0], arrival), dest.host, journal).code == 0
+    dest.extra_config = {"http": {"secret": "another-secret"}}  # the saved upload state is now invalid
+    dest.restart()
+    res = _import(capsys, _arrive(parts[1], arrival), dest.host, journal)
+    assert res.code == 0, res.err
+    (span,) = res.json()["spanning"]
+    assert span["restarted"] and span["held"] == 0
+    assert any("was lost" in note and "part 1 or earlier, then part 2" in note for note in res.json()["notes"])
+    assert res.json()["next_part"] == 1 and res.json()["next_command"].endswith(f"site.bundle.001 {dest.host}")
+    for part in parts:  # the operator brings the parts again from the first
+        res = _import(capsys, _arrive(part, arrival), dest.host, journal)
+        assert res.code == 0, res.err
+    assert res.json()["final"] and not res.json()["tag_problems"]
+    for ref, manifest in images.items():
+        assert skopeo.digest(dest, ref) == manifest.digest
 
 
 def test_human_output_names_the_next_part(split_export, fresh_registry, tmp_path, capsys):

@@ -46,10 +46,17 @@ class SpanningBlob:
     size: int
     present: tuple[int, int]  # the bytes the parts present hold
     held: int  # bytes at the destination after this run (size once complete)
+    part: int  # the part holding the first of the bytes present
     restarted: bool = False  # its upload session was lost: it starts over from byte 0
 
+    @property
+    def needs_earlier(self) -> bool:
+        """The destination holds less than the bytes before those present: an earlier part must
+        come again (after a lost session)."""
+        return self.held < self.present[0]
+
     def as_dict(self) -> dict:
-        return {"digest": self.digest, "repository": self.repository, "size": self.size,
+        return {"digest": self.digest, "repository": self.repository, "size": self.size, "part": self.part,
                 "present": list(self.present), "held": self.held, "restarted": self.restarted}
 
 
@@ -68,7 +75,11 @@ class PartReport:
 
     @property
     def next_part(self) -> int | None:
-        """The part to insert next; None with the last part present, or when nothing waits."""
+        """The part to insert next: the one before a blob whose session was lost, else the one
+        after those present; None with the last part present, or when nothing waits."""
+        again = [s.part - 1 for s in self.spanning if s.needs_earlier]
+        if again:
+            return min(again)
         pending = self.waiting or any(s.held < s.size for s in self.spanning)
         return None if self.final or not pending else max(self.parts) + 1
 
@@ -128,10 +139,10 @@ class PartImport:
         result = self.dst.push_range(primary, desc, lambda at: self.reader.open_range(blob.digest, at), start, end)
         if result.held < start and not result.restarted:
             self._out_of_order(blob, primary, start, result.held)
-        state = SpanningBlob(blob.digest, primary, blob.size, (start, end), result.held, result.restarted)
-        self.report.spanning.append(state)
+        part = self.reader.part_at(blob.digest, start) or 1
+        self.report.spanning.append(
+            SpanningBlob(blob.digest, primary, blob.size, (start, end), result.held, part, result.restarted))
         if result.restarted:
-            part = self.reader.part_at(blob.digest, start) or 0
             self.report.notes.append(
                 f"the upload session of blob {blob.digest} at {self.dst.client.host}/{primary} was lost (the "
                 "registry restarted without a fixed http.secret, or purged its uploads): the blob starts over "
@@ -143,7 +154,7 @@ class PartImport:
                 self._mount(desc, repo, primary)
 
     def _out_of_order(self, blob: PlanContent, repo: str, start: int, held: int) -> None:
-        part = self.reader.part_at(blob.digest, start) or 0
+        part = self.reader.part_at(blob.digest, start) or 1
         raise PartOrderError(
             f"part {part} continues blob {blob.digest} at byte {start}, but {self.dst.client.host}/{repo} holds "
             f"{held} bytes of it: part {part - 1} must be imported first (nothing was pushed)",

@@ -470,6 +470,7 @@ class _BlobUpload:
         except (RegistryError, _SessionLost):
             self.client.cancel_upload(entry.location, self.repo)
             self._forget()
+            self.lost = True
             return None
         self.resumed, self.location = held, status.location
         self.up.count(blobs_resumed=1, bytes_resumed=held)
