@@ -212,3 +212,30 @@ def test_all_tags_and_since_an_earlier_bundle(registry, fresh_registry, tmp_path
     with BundleReader(later) as r:
         assert {d.digest for d in r.expected} == registry.seeded["small"].manifest.blob_digests()
         assert not set(r.digests()) & registry.seeded["small"].manifest.blob_digests()
+
+
+def test_full_disk_leaves_a_partial_bundle_that_continues(registry, tmp_path):
+    """The file-size limit stands in for a full disk: writes past it fail with EFBIG."""
+    import resource
+    import subprocess
+    import sys
+
+    out = tmp_path / "full.bundle"
+    ref = f"{registry.host}/sample/app:app"
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
+
+    proc = subprocess.run([sys.executable, "-m", "transfer", "export", ref, "-o", str(out), "-q"],
+                          capture_output=True, text=True, timeout=60, preexec_fn=limit,
+                          env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and str(out) in proc.stderr  # one line naming the file
+    with BundleReader(out, recover=True) as r:
+        assert not r.complete
+        kept = set(r.digests())
+    proc = spawn_cli("export", ref, "-o", out, "-q")
+    assert proc.wait(60) == 0, proc.stderr.read().decode()
+    with BundleReader(out) as r:
+        assert r.complete and kept <= set(r.digests())

@@ -8,6 +8,7 @@ after a successful export marks the bundle complete.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -363,10 +364,19 @@ class BundleWriter:
 
     def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener) -> None:
         """Stream, verify and store ``desc``; on any failure nothing claims the digest."""
-        with self._lock:
+        with self._lock, self._os_errors():
             self._check_open()
             if not self.stored(desc.digest):
                 self._push_locked(repo, desc, open_blob)
+
+    @contextlib.contextmanager
+    def _os_errors(self):
+        """A failed write (full disk, lost USB stick) is one clear error naming the bundle."""
+        try:
+            yield
+        except OSError as exc:
+            raise BundleError(f"cannot write {self.path}: {exc.strerror or exc}; what was stored "
+                              "is kept, run the same command again to continue") from exc
 
     def _push_locked(self, repo: str, desc: Descriptor, open_blob: BlobOpener) -> None:
         mt = desc.media_type
@@ -498,7 +508,7 @@ class BundleWriter:
 
     def close(self) -> None:
         """Write the final index, marked complete: call only after a successful export."""
-        with self._lock:
+        with self._lock, self._os_errors():
             if not self._closed:
                 self._closed = True
                 self._finish_part(complete=True)

@@ -99,8 +99,14 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"transfer: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # stdout closed early (| head)
+        return 1
+    except OSError as exc:  # a file we were told to read or write (not found, no space, no access)
+        if args.debug:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"transfer: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("transfer: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 1
