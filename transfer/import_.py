@@ -68,6 +68,15 @@ def missing_expected(dst: Target, plans: list[ImagePlan], expected: set[str]) ->
     return missing
 
 
+def check_expected(dst: Target, plans: list[ImagePlan], expected: set[str]) -> None:
+    """Refuse (before anything is pushed) when the target lacks blobs a delta bundle left out."""
+    missing = missing_expected(dst, plans, expected)
+    if missing:
+        listed = "; ".join(f"{repo}@{d.digest}" for repo, d in missing[:5])
+        raise TransferError(f"the destination lacks {len(missing)} blob(s) this delta bundle expects "
+                            f"there ({listed}{' ...' if len(missing) > 5 else ''}); nothing was pushed")
+
+
 def tag_conflicts(dst: Source, plans: list[ImagePlan]) -> list[tuple[ImagePlan, str, str]]:
     """(plan, tag, digest now at the target) for tags that already point elsewhere."""
     out = []

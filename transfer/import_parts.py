@@ -22,8 +22,9 @@ from transfer.bundle import BundleReader
 from transfer.bundle.format import PlanContent, PlanImage
 from transfer.copy import Copier, CopyStats, ImagePlan
 from transfer.digest import VerifyingReader
-from transfer.errors import BundleError, NotFoundError, TransferError, UsageError
-from transfer.import_ import ON_EXISTING, RepositoryMapping, missing_expected, verify_tags
+from transfer.errors import BundleError, NotFoundError, TransferError
+from transfer.import_ import (RepositoryMapping, apply_on_existing, check_expected, tag_conflicts,
+                              verify_tags)
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor, parse_manifest
 from transfer.progress import NullProgress, Progress
 from transfer.registry import RegistryStore
@@ -100,8 +101,6 @@ class PartImport:
         if reader.plan is None:
             raise BundleError(f"{reader.path}: this split bundle records no export plan (written by an older "
                               "transfer), so its parts cannot be imported one by one: bring all parts together")
-        if on_existing not in ON_EXISTING:
-            raise UsageError(f"invalid --on-existing {on_existing!r}: choose one of {', '.join(ON_EXISTING)}")
         self.reader, self.dst, self.on_existing = reader, dst, on_existing
         self.progress, self.jobs = progress or NullProgress(), jobs
         self.images = [(i, mapping.target(i.repository)) for i in reader.plan.images]
@@ -170,14 +169,9 @@ class PartImport:
         self.known.add((repo, desc.digest))
 
     def _check_expected(self) -> None:
-        expected = {d.digest for d in self.reader.expected}
         plans = [ImagePlan(i.repository, repo, _desc(i.root), [], blobs=[_desc(b) for b in i.blobs])
                  for i, repo in self.images]
-        missing = missing_expected(self.dst, plans, expected)
-        if missing:
-            listed = "; ".join(f"{repo}@{d.digest}" for repo, d in missing[:5])
-            raise TransferError(f"the destination lacks {len(missing)} blob(s) this delta bundle expects there "
-                                f"({listed}{' ...' if len(missing) > 5 else ''}); nothing was pushed")
+        check_expected(self.dst, plans, {d.digest for d in self.reader.expected})
 
     def _push_whole(self, users: dict[str, tuple[PlanContent, list[str]]]) -> None:
         """Every blob the parts present hold whole, to every repository that needs it."""
@@ -228,22 +222,13 @@ class PartImport:
             return stream.read_all(MAX_MANIFEST_SIZE)
 
     def _tag(self, image: PlanImage, repo: str) -> None:
-        root = _desc(image.root)
-        for tag in image.tags:
-            current = self._current(repo, tag)
-            if current == root.digest:
-                continue
-            if current is not None:
-                where = f"{repo}:{tag}"
-                if self.on_existing == "fail":
-                    raise TransferError(f"tag {where} already points at {current}, not {root.digest} "
-                                        "(use --on-existing overwrite or skip)")
-                if self.on_existing == "skip":
-                    self.report.notes.append(f"kept {where} at {current} (--on-existing skip)")
-                    continue
-                self.report.notes.append(f"overwriting {where}: was {current}, now {root.digest}")
-            self.dst.tag(repo, root, tag)
-            self.report.stats.tags_written += 1
+        """Tags as --on-existing decides; a tag already at the root is not written again."""
+        plan = ImagePlan(image.repository, repo, _desc(image.root), list(image.tags))
+        self.report.notes += apply_on_existing([plan], tag_conflicts(self.dst, [plan]), self.on_existing)
+        for tag in plan.tags:
+            if self._current(repo, tag) != plan.root.digest:
+                self.dst.tag(repo, plan.root, tag)
+                self.report.stats.tags_written += 1
 
     def _current(self, repo: str, tag: str) -> str | None:
         try:

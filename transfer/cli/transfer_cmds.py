@@ -19,8 +19,8 @@ from transfer.copy import Copier, CopyStats, ImagePlan
 from transfer.errors import TransferError, UsageError
 from transfer.export import (CatalogFilter, Selection, bundle_plan, parse_reference_file, plan_exports,
                              select_repositories)
-from transfer.import_ import (ON_EXISTING, RepositoryMapping, apply_on_existing, missing_expected,
-                              plan_imports, tag_conflicts, verify_tags)
+from transfer.import_ import (ON_EXISTING, RepositoryMapping, apply_on_existing, check_expected, plan_imports,
+                              tag_conflicts, verify_tags)
 from transfer.import_parts import PartImport, PartOrderError
 from transfer.interrupt import STOP
 from transfer.inventory import build_inventory, load_have, write_inventory
@@ -312,12 +312,7 @@ def _part_summary(args, report) -> tuple[dict, list[str]]:
 
 
 def _import_checks(args, reader, dst, plans: list[ImagePlan]) -> None:
-    expected = {d.digest for d in reader.expected}
-    missing = missing_expected(dst, plans, expected)
-    if missing:
-        listed = "; ".join(f"{repo}@{d.digest}" for repo, d in missing[:5])
-        raise TransferError(f"the destination lacks {len(missing)} blob(s) this delta bundle expects "
-                            f"there ({listed}{' ...' if len(missing) > 5 else ''}); nothing was pushed")
+    check_expected(dst, plans, {d.digest for d in reader.expected})
     for line in apply_on_existing(plans, tag_conflicts(dst, plans), args.on_existing):
         if not args.quiet:
             print(line, file=sys.stderr)
