@@ -244,3 +244,20 @@ def test_plan_encoding_is_checked_and_its_size_for_5000_images():
     bad["images"][0]["blobs"].append(len(bad["contents"]))
     with pytest.raises(CorruptBundleError, match="not listed"):
         decode_plan(bad, "plan")
+
+
+def test_a_plan_larger_than_the_split_size_is_refused(tmp_path):
+    import hashlib
+
+    from transfer.bundle import BundleWriter
+    from transfer.bundle.format import BundlePlan, PlanContent, PlanImage
+    from transfer.errors import BundleError
+
+    def content(i: int) -> PlanContent:
+        return PlanContent("sha256:" + hashlib.sha256(str(i).encode()).hexdigest(), i, "m/x")
+
+    plan = BundlePlan(tuple(PlanImage("a", (), (content(i),), ()) for i in range(2000)))
+    w = BundleWriter(tmp_path / "set", split_size=64 << 10)
+    with pytest.raises(BundleError, match="does not fit in the split size"):
+        w.set_plan(plan)
+    w.close()
