@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -151,14 +152,17 @@ def test_interrupt_in_process_then_resume_counts_what_was_not_resent(fresh_regis
     journal = UploadJournal(tmp_path / "journal.json")
     with pytest.raises(TransferInterrupted):
         interrupted_push(proxy.host, journal, data, desc, 3 * MiB + 1)
-    assert UploadJournal(journal.path).get(proxy.host, REPO, desc.digest).offset == 4 * MiB
+    # The source is read one chunk ahead of what is sent, so STOP (set when byte 3 MiB + 1 is
+    # read) lands while chunk 3 or chunk 4 is in flight; that chunk finishes and is saved.
+    saved = UploadJournal(journal.path).get(proxy.host, REPO, desc.digest).offset
+    assert saved in (3 * MiB, 4 * MiB)
     interrupt.STOP.clear()
     since = len(proxy.exchanges)
     up = uploader(MiB, journal=UploadJournal(journal.path))
     push(proxy.host, up, data, desc)
     assert_blob(registry.url, desc)
-    assert sum(bodies(proxy, "PATCH", since)) == 6 * MiB
-    assert (up.stats.blobs_resumed, up.stats.bytes_resumed, up.stats.bytes_sent) == (1, 4 * MiB, 6 * MiB)
+    assert sum(bodies(proxy, "PATCH", since)) == desc.size - saved
+    assert (up.stats.blobs_resumed, up.stats.bytes_resumed, up.stats.bytes_sent) == (1, saved, desc.size - saved)
 
 
 def test_journal_session_gone_restarts_the_blob(fresh_registry, fault_proxy, tmp_path):
@@ -227,9 +231,28 @@ def test_registry_restart_mid_upload_keeps_the_session(fresh_registry, fault_pro
     proxy = fault_proxy(registry)
     data, desc = make_blob(8 * MiB)
     up = uploader(MiB)
-    with RegistryClient(proxy.host, retry=FAST) as client:
-        RegistryStore(client, uploader=up).push(REPO, desc, lambda: Hook(data, 4 * MiB + 1, registry.restart))
-    assert_blob(registry.url, desc)
+    held = proxy.stall(2, "PATCH", "/blobs/uploads/", skip=4)  # the proxy holds chunk 5 back...
+    done = threading.Event()
+
+    def restart_while_held() -> None:
+        deadline = time.monotonic() + 20
+        while not held.fired and time.monotonic() < deadline:
+            time.sleep(0.01)
+        registry.restart()  # ...while the registry restarts between chunks 4 and 5
+        # The registry dies with the thread that started it (PR_SET_PDEATHSIG follows the
+        # thread), so this one waits for the end of the upload.
+        done.wait(60)
+
+    restarter = threading.Thread(target=restart_while_held)
+    restarter.start()
+    try:
+        with RegistryClient(proxy.host, retry=FAST) as client:
+            RegistryStore(client, uploader=up).push(REPO, desc, lambda: io.BytesIO(data))
+        assert_blob(registry.url, desc)
+    finally:
+        done.set()
+        restarter.join()
+    assert held.fired
     assert registry.log_text().count("--- starting") == 2
     assert up.stats.blobs_restarted == 0 and len(bodies(proxy, "POST")) == 1
     assert sum(bodies(proxy, "PATCH")) == desc.size

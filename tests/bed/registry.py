@@ -211,7 +211,9 @@ class Registry:
             self.token_server = None
 
     def restart(self) -> None:
-        """Stop and start again on the same port with the same storage, secret and token server."""
+        """Stop and start again on the same port with the same storage, secret and token server.
+        The new process dies with the thread that calls this (PR_SET_PDEATHSIG follows threads):
+        call it from a thread that lives as long as the registry is needed."""
         if self.host_override:
             return
         self._stop_process()

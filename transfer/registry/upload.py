@@ -182,13 +182,18 @@ class _Window:
 
 class _BlobCursor:
     """The blob's bytes from any offset: the source stream, verified (size and digest at EOF), read
-    forward, and the current chunk spooled so it can be sent again (auth retry, partial resend)."""
+    forward, and the current chunk spooled so it can be sent again (auth retry, partial resend).
+    While a chunk is being sent, the next one is read into a second spool on a helper thread, so
+    reading the source and sending overlap (at most two chunks in memory)."""
 
     def __init__(self, open_blob: BlobOpener | None, desc: Descriptor,
                  open_at: OpenAt | None = None) -> None:
         self._open, self.desc, self._open_at = open_blob, desc, open_at
         self._reader: VerifyingReader | _RangeReader | None = None
         self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+        self._next = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+        self._ahead: tuple[int, int, threading.Thread] | None = None
+        self._ahead_error: BaseException | None = None
         self.start = self.end = 0  # the spooled window [start, end)
 
     def _skip_to(self, offset: int) -> None:
@@ -208,25 +213,66 @@ class _BlobCursor:
         """Make bytes [start, end) ready to send; at the blob's end the digest is checked."""
         if self.start <= start and end <= self.end:
             return
-        self._skip_to(start)
+        if not self._take_ahead(start, end):
+            self._skip_to(start)
+            self._fill(self._spool, end)
+            self.start, self.end = start, end
+        self._read_ahead(end, min(self.desc.size, end + (end - start)))
+
+    def _fill(self, spool: Any, end: int) -> None:
         assert self._reader is not None
-        self._spool.seek(0)
-        self._spool.truncate()
+        spool.seek(0)
+        spool.truncate()
         while self._reader.position < end:
             data = self._reader.read(min(1 << 20, end - self._reader.position))
             if not data:
                 break
-            self._spool.write(data)
+            spool.write(data)
         if end == self.desc.size:
             self._reader.read(1)  # EOF: raises IntegrityError unless size and digest match
+
+    def _read_ahead(self, start: int, end: int) -> None:
+        """Start reading [start, end) into the second spool (whole-blob uploads only)."""
+        if self._open_at is not None or start >= end or self._reader is None:
+            return
+
+        def run() -> None:
+            try:
+                self._fill(self._next, end)
+            except BaseException as exc:  # handed over by _take_ahead
+                self._ahead_error = exc
+
+        thread = threading.Thread(target=run, name="upload-read-ahead", daemon=True)
+        self._ahead = (start, end, thread)
+        thread.start()
+
+    def _take_ahead(self, start: int, end: int) -> bool:
+        """Use the window read ahead if it is the one asked for; True if it was."""
+        if self._ahead is None:
+            return False
+        (ahead_start, ahead_end, thread), self._ahead = self._ahead, None
+        thread.join()
+        error, self._ahead_error = self._ahead_error, None
+        if (ahead_start, ahead_end) != (start, end):
+            if error is not None:
+                self.close_stream()  # the stream's state is unknown: reopen when needed
+            return False
+        if error is not None:
+            raise error
+        self._spool, self._next = self._next, self._spool
         self.start, self.end = start, end
+        return True
 
     def body(self, start: int, end: int) -> Callable[[], Readable]:
         """A body opener for bytes [start, end) of the loaded window (callable again on a retry)."""
         assert self.start <= start <= end <= self.end
-        return lambda: _Window(self._spool, start - self.start, end - start)
+        spool, base = self._spool, self.start
+        return lambda: _Window(spool, start - base, end - start)
 
     def close_stream(self) -> None:
+        if self._ahead is not None:
+            self._ahead[2].join()
+            self._ahead, self._ahead_error = None, None
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.close()
@@ -234,6 +280,7 @@ class _BlobCursor:
     def close(self) -> None:
         self.close_stream()
         self._spool.close()
+        self._next.close()
 
 
 class _RangeReader:
