@@ -16,17 +16,22 @@ CHUNK = 1 << 20
 LAYER = 6 * CHUNK + 12_345  # seven chunks, the last one short
 
 
-@pytest.fixture
-def big_bundle(fresh_registry, skopeo, tmp_path, capsys):
-    """A bundle holding one image whose large layer needs seven chunks."""
+def seed_big_image(fresh_registry, skopeo, tmp_path, seed: str):
+    """A fresh registry holding big/app:v1, one image whose large layer needs seven chunks."""
     src = fresh_registry()
     layout = Layout(tmp_path / "layout")
-    image = layout.image("resume", [LAYER], tag="v1")
+    image = layout.image(seed, [LAYER], tag="v1")
     layout.save()
     skopeo.seed(src, layout, image, "big/app", "v1")
+    return src, image, max(image.layers, key=lambda b: b.size)
+
+
+@pytest.fixture
+def big_bundle(fresh_registry, skopeo, tmp_path, capsys):
+    """A bundle of that image."""
+    src, image, layer = seed_big_image(fresh_registry, skopeo, tmp_path, "resume")
     bundle = tmp_path / "big.bundle"
     assert run_cli(capsys, "export", f"{src.host}/big/app:v1", "-o", bundle, "-q").code == 0
-    layer = max(image.layers, key=lambda b: b.size)
     return bundle, image, layer
 
 
@@ -114,12 +119,7 @@ def test_chunk_size_option_is_validated(big_bundle, fresh_registry, capsys):
 
 
 def test_killed_copy_resumes_like_import(fresh_registry, fault_proxy, skopeo, tmp_path):
-    src = fresh_registry()
-    layout = Layout(tmp_path / "layout")
-    image = layout.image("copy-resume", [LAYER], tag="v1")
-    layout.save()
-    skopeo.seed(src, layout, image, "big/app", "v1")
-    layer = max(image.layers, key=lambda b: b.size)
+    src, image, layer = seed_big_image(fresh_registry, skopeo, tmp_path, "copy-resume")
     dest = fresh_registry()
     proxy = fault_proxy(dest)
     args = ["copy", f"{src.host}/big/app:v1", f"{proxy.host}/big/app:v1", "--chunk-size", "1MiB",
