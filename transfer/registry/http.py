@@ -154,7 +154,19 @@ def check_response(response: requests.Response, method: str | None = None) -> re
     raise RegistryError(message, retryable=status >= 500, **kw)
 
 
-class _TLSAdapter(HTTPAdapter):
+SEND_BLOCK = 1 << 20  # request bodies go out in blocks of this size (urllib3's default is 16 KiB)
+
+
+class _Adapter(HTTPAdapter):
+    """Connections that send request bodies in large blocks: a 16 KiB loop in Python capped a
+    blob upload at about 175 MB/s on loopback."""
+
+    def init_poolmanager(self, *args: Any, **kw: Any) -> None:
+        kw["blocksize"] = SEND_BLOCK
+        super().init_poolmanager(*args, **kw)
+
+
+class _TLSAdapter(_Adapter):
     def __init__(self, policy: TLSPolicy, **kw: Any) -> None:
         self._context = policy.ssl_context()
         super().__init__(**kw)
@@ -200,6 +212,7 @@ class Transport:
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.verify = policy.verify
         self.session.mount("https://", _TLSAdapter(policy, pool_maxsize=16))
+        self.session.mount("http://", _Adapter(pool_maxsize=16))
         if not policy.verify:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
