@@ -72,7 +72,14 @@ def test_docker_formats_and_catalog_dedup(registry, skopeo, tmp_path, capsys):
     total = sum(s.manifest.all_bytes() for s in registry.seeded.values())
     unique = sum(m.all_bytes() for m in [small, app]) - sum(lay.size for lay in small.layers if lay.digest in shared)
     assert os.path.getsize(out) < total
-    assert res.json()["bytes_copied"] < total
+    blobs = {}
+    for s in registry.seeded.values():
+        s.manifest._collect_blobs(blobs)
+    manifest_digests = set().union(*(s.manifest.manifest_digests() for s in registry.seeded.values()))
+    blob_sizes = {d: n for d, n in blobs.items() if d not in manifest_digests}
+    # Each blob fetched once, however many repositories use it.
+    assert res.json()["blobs_copied"] == len(blob_sizes)
+    assert res.json()["bytes_copied"] == sum(blob_sizes.values()) < total
     assert unique < small.all_bytes() + app.all_bytes()
 
 

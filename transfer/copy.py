@@ -174,11 +174,14 @@ class Copier:
         return self.stats
 
     def _unique_blobs(self, plans: list[ImagePlan]) -> list[tuple[ImagePlan, Descriptor]]:
+        """Each blob once per repository, or once at all where the target keeps one copy for
+        every repository (``blobs_per_repository = False``: a bundle, a layout)."""
+        per_repo = getattr(self.dst, "blobs_per_repository", True)
         seen: set[tuple[str, str]] = set()
         out = []
         for plan in plans:
             for blob in plan.blobs:
-                key = (plan.dst_repo, blob.digest)
+                key = (plan.dst_repo if per_repo else "", blob.digest)
                 if key not in seen:
                     seen.add(key)
                     out.append((plan, blob))

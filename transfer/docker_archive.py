@@ -466,6 +466,8 @@ class DockerArchiveWriter:
     exception) removes it, so a half-written archive never looks complete.
     """
 
+    blobs_per_repository = False  # one copy serves every repository (the copier dedupes by digest)
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.what = f"docker archive {self.path}"

@@ -228,6 +228,9 @@ class OciLayout(IndexedSource):
     atomically under an exclusive lock on the layout directory, keeping every other entry.
     """
 
+    blobs_per_repository = False  # one copy serves every repository (the copier dedupes by digest)
+    concurrent_push = True  # blobs go through temporary files; index.json under a lock
+
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
         self.path = Path(path)
         self.what = f"OCI layout {self.path}"

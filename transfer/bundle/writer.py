@@ -164,6 +164,8 @@ def append_index(fh: BinaryIO, doc: IndexDoc) -> int:
 class BundleWriter:
     """Writes a bundle (see docs/bundle-format.md); implements transfer.store.Target."""
 
+    blobs_per_repository = False  # one copy serves every repository (the copier dedupes by digest)
+
     def __init__(
         self,
         path: str | os.PathLike[str],
