@@ -7,7 +7,6 @@ import os
 import signal
 import time
 
-import pytest
 
 from tests.bed.images import Layout
 from tests.cli_helpers import run_cli, spawn_cli

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from tests.cli_helpers import run_cli
-from transfer.bundle import BundleReader
 from transfer.registry import RegistryClient
 
 

@@ -169,3 +169,18 @@ def parse_reference_file(path: str) -> list[str]:
     except OSError as exc:
         raise UsageError(f"cannot read reference file {path}: {exc.strerror}") from None
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+
+
+def declare_expected(writer, plans: list[ImagePlan], have: dict[str, set[str]]) -> int:
+    """Delta: record as expected at the destination (not stored) every blob that each repository
+    using it already holds there (``have``: digest -> repositories); return how many."""
+    users: dict[str, tuple[Descriptor, set[str]]] = {}
+    for plan in plans:
+        for blob in plan.blobs:
+            users.setdefault(blob.digest, (blob, set()))[1].add(plan.dst_repo)
+    count = 0
+    for digest, (blob, repos) in users.items():
+        if repos <= have.get(digest, set()) and not writer.stored(digest):
+            writer.expect(blob)
+            count += 1
+    return count

@@ -121,3 +121,21 @@ def verify_tags(dst: Source, plans: list[ImagePlan]) -> list[str]:
             if got != plan.root.digest:
                 problems.append(f"{plan.dst_repo}:{tag} points at {got}, expected {plan.root.digest}")
     return problems
+
+
+def push_plan(dst: Target, plans: list[ImagePlan]) -> dict:
+    """What an import would do (``--dry-run``): blobs to push and their bytes, blobs present, tags."""
+    todo: list[Descriptor] = []
+    present = 0
+    seen: set[tuple[str, str]] = set()
+    for plan in plans:
+        for blob in plan.blobs:
+            if (plan.dst_repo, blob.digest) in seen:
+                continue
+            seen.add((plan.dst_repo, blob.digest))
+            if dst.exists(plan.dst_repo, blob):
+                present += 1
+            else:
+                todo.append(blob)
+    return {"blobs_to_push": len(todo), "bytes_to_push": sum(b.size for b in todo), "blobs_present": present,
+            "tags": [f"{p.dst_repo}:{t} -> {p.root.digest}" for p in plans for t in p.tags], "dry_run": True}

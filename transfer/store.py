@@ -7,7 +7,7 @@ Blobs and manifests share the verbs; a store routes by ``desc.is_manifest`` wher
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 from transfer.digest import Readable, VerifyingReader
 from transfer.models import Descriptor

@@ -20,7 +20,9 @@ from transfer.errors import TransferError
 COMMAND_MODULES = [
     "transfer.cli.remote",
     "transfer.cli.bundle",
-    "transfer.cli.transfer_cmds",
+    "transfer.cli.export_cmd",
+    "transfer.cli.import_cmd",
+    "transfer.cli.copy_cmd",
     "transfer.cli.interop",
 ]
 
@@ -62,13 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"transfer {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # a command group not built yet
-        module.register(subparsers, [common])
+        importlib.import_module(name).register(subparsers, [common])
     return parser
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from transfer.bundle import BundleReader
 from transfer.cli.progress import close_progress, make_progress
-from transfer.cli.transfer_cmds import _emit, _platform_notes, _platforms, _summary_lines, stop_on_signals
+from transfer.cli.common import emit, parse_platforms, platform_notes, stop_on_signals, summary_lines
 from transfer.copy import Copier, ImagePlan, plan_image
 from transfer.digest import VerifyingReader
 from transfer.docker_archive import CONFIG_TYPES, DockerArchive, DockerArchiveWriter
@@ -251,11 +251,11 @@ def _check_not_delta(args, reader: BundleReader, plans: list[ImagePlan]) -> None
 
 def _unpack_plans(args, reader: BundleReader) -> tuple[list[ImagePlan], list[str]]:
     entries = select_entries(reader, args.refs)
-    platforms = _platforms(args.platform)
+    platforms = parse_platforms(args.platform)
     if args.oci:
         selections = [Selection(e.repository, e.tag or e.digest) for e in entries]
         plans = plan_exports(reader, selections, platforms=platforms, referrers=True)
-        return plans, _platform_notes(plans)
+        return plans, platform_notes(plans)
     if platforms and len(platforms) > 1:
         raise UsageError("a docker archive holds one platform of each image: give --platform once")
     return docker_plans(reader, entries, platforms[0] if platforms else None)
@@ -289,9 +289,9 @@ def cmd_unpack(args) -> int:
     names = layout_names(out) if args.oci else [f"{p.dst_repo}:{t}" for p in plans for t in p.tags]
     summary = dict(stats.as_dict(), output=out, format="oci" if args.oci else "docker-archive",
                    names=names, notes=notes, seconds=round(seconds, 3))
-    lines = _summary_lines("unpacked", stats, seconds) + [f"note: {n}" for n in notes]
+    lines = summary_lines("unpacked", stats, seconds) + [f"note: {n}" for n in notes]
     lines.append(f"wrote {out}; " + (f"read with oci:{out}:NAME, NAME one of: " if args.oci else "images: ") + ", ".join(names))
-    _emit(args, summary, lines)
+    emit(args, summary, lines)
     return 0
 
 

@@ -7,7 +7,6 @@ challenge); nothing here logs or formats a secret.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import time
