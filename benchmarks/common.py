@@ -30,7 +30,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import zlib
@@ -41,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.bed.images import DOCKER_LAYER_GZIP, OCI_LAYER_GZIP, Layer, Layout, Manifest, sha256  # noqa: E402
+from tests.bed.images import DOCKER_LAYER_GZIP, OCI_LAYER_GZIP, Layer, Layout, Manifest, layer_tar, sha256  # noqa: E402
 from tests.bed.registry import Registry  # noqa: E402
 from tests.bed.skopeo import Skopeo  # noqa: E402
 from transfer.sizes import format_size, parse_size  # noqa: E402
@@ -93,15 +92,7 @@ class MixedReader(io.RawIOBase):
 
 
 def mixed_layer_tar(seed: str, size: int, corpus: bytes, files: int = 4) -> bytes:
-    rng = random.Random(f"layer:{seed}")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for index in range(files):
-            part = size // files + (1 if index < size % files else 0)
-            info = tarfile.TarInfo(f"usr/lib/{seed}/file{index}.bin")
-            info.size, info.mtime, info.mode = part, 0, 0o644
-            tar.addfile(info, MixedReader(rng, corpus, part))
-    return buf.getvalue()
+    return layer_tar(seed, size, files, folder="usr/lib", content=lambda rng, n: MixedReader(rng, corpus, n))
 
 
 def gzip_fast(data: bytes) -> bytes:

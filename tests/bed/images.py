@@ -117,16 +117,18 @@ class Manifest:
             child._collect_blobs(into)
 
 
-def layer_tar(seed: str, size: int, files: int = 3) -> bytes:
-    """An uncompressed tar of ``files`` reproducible random files holding ``size`` bytes in all."""
+def layer_tar(seed: str, size: int, files: int = 3, *, folder: str = "data", content=None) -> bytes:
+    """An uncompressed tar of ``files`` reproducible files holding ``size`` bytes in all, under
+    ``folder/seed/``; ``content(rng, n)`` gives each file's stream (default: random bytes)."""
     rng = random.Random(f"layer:{seed}")
+    make = content or (lambda r, n: io.BytesIO(r.randbytes(n)))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for index in range(files):
             part = size // files + (1 if index < size % files else 0)
-            info = tarfile.TarInfo(f"data/{seed}/file{index}.bin")
+            info = tarfile.TarInfo(f"{folder}/{seed}/file{index}.bin")
             info.size, info.mtime, info.mode = part, 0, 0o644
-            tar.addfile(info, io.BytesIO(rng.randbytes(part)))
+            tar.addfile(info, make(rng, part))
     return buf.getvalue()
 
 
