@@ -245,3 +245,18 @@ def test_full_disk_leaves_a_partial_bundle_that_continues(registry, tmp_path):
     assert proc.wait(60) == 0, proc.stderr.read().decode()
     with BundleReader(out) as r:
         assert r.complete and kept <= set(r.digests())
+
+
+def test_schema1_is_refused_with_the_image_named(registry, fault_proxy, tmp_path, capsys):
+    """distribution 2.8 will not store an unsigned schema1 manifest, so the proxy serves one."""
+    import json as _json
+
+    proxy = fault_proxy(registry)
+    body = _json.dumps({"schemaVersion": 1, "name": "sample/small", "tag": "old", "fsLayers": []}).encode()
+    proxy.respond(200, None, "/manifests/old$", times=None, body=body,
+                  content_type="application/vnd.docker.distribution.manifest.v1+prettyjws")
+    out = tmp_path / "s1.bundle"
+    res = run_cli(capsys, "export", f"{proxy.host}/sample/small:old", "-o", out)
+    assert res.code == 1 and res.err.count("\n") == 1
+    assert "sample/small:old" in res.err and "schema1" in res.err
+    assert not os.path.exists(out) or not BundleReader(out, recover=True).complete

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from typing import Callable, Protocol
 
 from transfer.digest import VerifyingReader
-from transfer.models import MANIFEST_TYPES, MAX_MANIFEST_SIZE, Descriptor
+from transfer.models import MANIFEST_TYPES, MAX_MANIFEST_SIZE, SCHEMA1_TYPES, Descriptor
 from transfer.errors import NotFoundError, TransferError, UnsupportedManifestError
 from transfer.registry.client import RegistryClient, UploadStatus
 from transfer.registry.upload import OpenAt, RangeUpload
@@ -67,6 +67,10 @@ class RegistryStore:
     # Source / Catalog
     def resolve(self, repo: str, ref: str) -> Descriptor:
         desc = self.client.head_manifest(repo, ref)
+        if desc.media_type in SCHEMA1_TYPES:
+            raise UnsupportedManifestError(
+                f"{self.client.host}/{repo}:{ref} is a Docker schema1 manifest, which cannot be carried "
+                "without changing its digest; convert it at the source first (e.g. push it again with docker 1.10+)")
         if desc.media_type not in MANIFEST_TYPES:
             raise UnsupportedManifestError(
                 f"{self.client.host}/{repo}:{ref} has media type {desc.media_type or '(none)'}, "
