@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import (MiB, Content, Registry, Run, build_content, common_args, disk_usage, machine,
+from benchmarks.common import (Content, Registry, Run, build_content, common_args, disk_usage, machine,
                                measure, measure_all, median, mib, remove, seeded_registry, size_arg, table,
                                transfer_cmd)
 
@@ -86,17 +86,23 @@ def summary_rows(results: dict[str, list[tuple[Run, int]]], payload: int) -> lis
 HEADERS = ["tool", "median s", "min..max s", "MB/s", "time / transfer's", "peak RSS", "on disk"]
 
 
+def seeded_rounds(content, work: Path, repeat: int, label: str) -> dict:
+    """Seed a registry with ``content`` and run the export rounds against it."""
+    registry = seeded_registry(content)
+    try:
+        print(label, file=sys.stderr)
+        return rounds(registry, content, work, repeat)
+    finally:
+        registry.stop()
+
+
 def scaling(args, work: Path) -> list[list[str]]:
     """Peak memory exporting one image whose only layer has each of the sizes."""
     rows = []
     for size in args.scaling_sizes:
         content = build_content(args.cache, large=size, kind="large-only")
-        registry = seeded_registry(content)
-        try:
-            print(f"scaling: one {mib(size)} layer ({mib(content.unique_bytes())} compressed)", file=sys.stderr)
-            results = rounds(registry, content, work, args.repeat)
-        finally:
-            registry.stop()
+        results = seeded_rounds(content, work, args.repeat,
+                                f"scaling: one {mib(size)} layer ({mib(content.unique_bytes())} compressed)")
         for name, runs in results.items():
             rows.append([mib(size), name, f"{median([r.seconds for r, _ in runs]):.2f}",
                          mib(max(r.max_rss for r, _ in runs))])
@@ -113,12 +119,7 @@ def main() -> None:
     content = build_content(args.cache, scale=args.scale, large=args.large)
     with tempfile.TemporaryDirectory(prefix="bench-export-", dir=args.workdir) as tmp:
         work = Path(tmp)
-        registry = seeded_registry(content)
-        try:
-            print(f"export: {content.describe()}", file=sys.stderr)
-            results = rounds(registry, content, work, args.repeat)
-        finally:
-            registry.stop()
+        results = seeded_rounds(content, work, args.repeat, f"export: {content.describe()}")
         scale_rows = scaling(args, work)
     print(f"\n### Export, {dt.date.today()}, {machine()}, {args.repeat} rounds\n")
     print(f"Content: {content.describe()}; large layer {mib(args.large)}.\n")
