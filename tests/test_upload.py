@@ -183,3 +183,16 @@ def test_416_on_a_patch_continues_from_the_registry_offset(spec_registry, fault_
     assert sum(r.body_bytes for r in registry.requests_of("PATCH")) == desc.size  # nothing sent twice
     assert up.stats.status_queries == 1 and up.stats.blobs_restarted == 0
     assert len(registry.requests_of("POST")) == 1
+
+
+def test_429_on_a_patch_waits_as_long_as_retry_after_then_continues(fresh_registry, fault_proxy):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    data, desc = make_blob(5 * MiB)
+    slept: list[float] = []
+    up = uploader(MiB, sleep=slept.append)
+    proxy.respond(429, "PATCH", "/blobs/uploads/", skip=2, retry_after=7)  # the 3rd chunk is refused
+    push(proxy.host, up, data, desc)
+    assert_blob(registry.url, desc)
+    assert 7 in slept  # the registry's Retry-After, not the 0.01 s backoff
+    assert up.stats.blobs_restarted == 0 and up.stats.bytes_sent == desc.size

@@ -344,10 +344,11 @@ class ChunkedUploader:
     def count(self, **counts: int) -> None:
         self._counters.add(**counts)
 
-    def pause(self, attempt: int) -> None:
-        """Back off before retry number ``attempt`` (0: no wait)."""
+    def pause(self, attempt: int, retry_after: float | None = None) -> None:
+        """Back off before retry number ``attempt`` (0: no wait), at least as long as the
+        registry's ``Retry-After`` asked, never more than MAX_BACKOFF."""
         if attempt > 0:
-            self.sleep(min(MAX_BACKOFF, self.backoff * 2 ** (attempt - 1)))
+            self.sleep(min(MAX_BACKOFF, max(self.backoff * 2 ** (attempt - 1), retry_after or 0)))
 
     def upload(self, client: RegistryClient, repo: str, desc: Descriptor, open_blob: BlobOpener,
                open_session: OpenSession) -> None:
@@ -612,7 +613,7 @@ class _BlobUpload:
             self.failures += 1
             if self.failures > self.up.max_failures:
                 raise _SessionLost(f"{self.failures - 1} failures in a row; last: {exc}")
-            self.up.pause(self.failures)
+            self.up.pause(self.failures, getattr(exc, "retry_after", None))
             self.up.count(status_queries=1)
             try:
                 status = self.client.upload_status(session.location, self.repo)
