@@ -7,8 +7,6 @@ import sys
 import threading
 import time
 
-from tqdm import tqdm
-
 from transfer.progress import NullProgress, Progress
 
 BAR_MIN_BYTES = 4 << 20  # blobs smaller than this get no bar of their own
@@ -27,13 +25,16 @@ class TqdmProgress:
     """An overall bar in bytes (rate, ETA) plus a bar for each large blob in flight."""
 
     def __init__(self, title: str, stream=None) -> None:
+        from tqdm import tqdm  # only when a terminal shows bars: importing it costs ~70 ms a run
+
+        self._tqdm = tqdm
         self._stream = stream or sys.stderr
         self._lock = threading.Lock()
         self._total = 0
         self._overall = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=title,
                              file=self._stream, position=0, dynamic_ncols=True, leave=True)
         self._sizes: dict[str, int] = {}
-        self._bars: dict[str, tqdm] = {}
+        self._bars: dict = {}
 
     def planned(self, key: str, total: int, label: str = "") -> None:
         with self._lock:
@@ -45,7 +46,7 @@ class TqdmProgress:
         with self._lock:
             size = self._sizes.get(key, 0)
             if size >= BAR_MIN_BYTES and len(self._bars) < MAX_BARS:
-                self._bars[key] = tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
+                self._bars[key] = self._tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
                                        desc=key.split(":")[-1][:12], file=self._stream, leave=False,
                                        position=len(self._bars) + 1, dynamic_ncols=True)
 
@@ -66,7 +67,7 @@ class TqdmProgress:
 
     def message(self, text: str) -> None:
         with self._lock:
-            tqdm.write(text, file=self._stream)
+            self._tqdm.write(text, file=self._stream)
 
     def close(self) -> None:
         with self._lock:
