@@ -1,0 +1,35 @@
+"""The progress renderers the CLI draws (tqdm on a terminal, plain lines otherwise)."""
+
+import io
+
+from transfer.cli.progress import LineProgress, TqdmProgress, human
+
+
+def drive(progress, size=8 << 20):
+    progress.planned("sha256:" + "a" * 64, size)
+    progress.started("sha256:" + "a" * 64)
+    progress.advance("sha256:" + "a" * 64, size // 2)
+    progress.advance("sha256:" + "a" * 64, -(size // 4))  # a restarted blob takes back its bytes
+    progress.advance("sha256:" + "a" * 64, size - size // 4)
+    progress.message("a note for the user")
+    progress.finished("sha256:" + "a" * 64)
+    progress.close()
+
+
+def test_tqdm_bars_reach_the_total():
+    out = io.StringIO()
+    drive(TqdmProgress("export", stream=out))
+    text = out.getvalue()
+    assert "export: 100%" in text and "8.00M/8.00M" in text and "a note for the user" in text
+
+
+def test_plain_lines_for_logs():
+    out = io.StringIO()
+    drive(LineProgress("import", stream=out, interval=0))
+    lines = out.getvalue().splitlines()
+    assert "a note for the user" in lines
+    assert lines[-1].startswith("import: 8.0 MiB of 8.0 MiB")
+
+
+def test_human():
+    assert (human(512), human(1536), human(5 << 30)) == ("512 B", "1.5 KiB", "5.0 GiB")
