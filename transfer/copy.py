@@ -148,8 +148,10 @@ class _ProgressReader:
         self.close()
 
 
-def _bytes_opener(desc: Descriptor, raw: bytes):
-    return lambda: VerifyingReader(io.BytesIO(raw), desc.digest, desc.size, f"manifest {desc.digest}")
+def bytes_opener(desc: Descriptor, raw: bytes):
+    """A BlobOpener over bytes already in memory (a manifest, a prefetched small blob)."""
+    kind = "manifest" if desc.is_manifest else "blob"
+    return lambda: VerifyingReader(io.BytesIO(raw), desc.digest, desc.size, f"{kind} {desc.digest}")
 
 
 class Copier:
@@ -265,7 +267,7 @@ class Copier:
 
         def opener():
             if data is not None:  # prefetched and verified already (and reported)
-                return VerifyingReader(io.BytesIO(data), blob.digest, blob.size, f"blob {blob.digest}")
+                return bytes_opener(blob, data)()
             if readers:  # the target restarts the blob: take back what was reported
                 self.progress.advance(blob.digest, -readers[-1].count)
             readers.append(_ProgressReader(self.src.fetch(plan.src_repo, blob), blob.digest, self.progress))
@@ -310,7 +312,7 @@ class Copier:
             if self.dst.exists(plan.dst_repo, desc):
                 self._count_skip(desc, manifest=True)
             else:
-                self.dst.push(plan.dst_repo, desc, _bytes_opener(desc, raw))
+                self.dst.push(plan.dst_repo, desc, bytes_opener(desc, raw))
                 self.stats.manifests_copied += 1
         for tag in plan.tags:
             self.dst.tag(plan.dst_repo, plan.root, tag)

@@ -77,17 +77,22 @@ def check_expected(dst: Target, plans: list[ImagePlan], expected: set[str]) -> N
                             f"there ({listed}{' ...' if len(missing) > 5 else ''}); nothing was pushed")
 
 
+def current_digest(dst: Source, repo: str, tag: str) -> str | None:
+    """The digest ``repo:tag`` points at in ``dst``, None if there is no such tag."""
+    try:
+        return dst.resolve(repo, tag).digest
+    except NotFoundError:
+        return None
+
+
 def tag_conflicts(dst: Source, plans: list[ImagePlan]) -> list[tuple[ImagePlan, str, str]]:
     """(plan, tag, digest now at the target) for tags that already point elsewhere."""
     out = []
     for plan in plans:
         for tag in plan.tags:
-            try:
-                current = dst.resolve(plan.dst_repo, tag)
-            except NotFoundError:
-                continue
-            if current.digest != plan.root.digest:
-                out.append((plan, tag, current.digest))
+            current = current_digest(dst, plan.dst_repo, tag)
+            if current is not None and current != plan.root.digest:
+                out.append((plan, tag, current))
     return out
 
 
@@ -114,10 +119,7 @@ def verify_tags(dst: Source, plans: list[ImagePlan]) -> list[str]:
     problems = []
     for plan in plans:
         for tag in plan.tags:
-            try:
-                got = dst.resolve(plan.dst_repo, tag).digest
-            except NotFoundError:
-                got = "nothing"
+            got = current_digest(dst, plan.dst_repo, tag) or "nothing"
             if got != plan.root.digest:
                 problems.append(f"{plan.dst_repo}:{tag} points at {got}, expected {plan.root.digest}")
     return problems

@@ -15,19 +15,18 @@ tells which repositories each of its blobs belongs to. ``PartImport.run`` then:
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 from transfer.bundle import BundleReader
 from transfer.bundle.format import PlanContent, PlanImage
-from transfer.copy import Copier, CopyStats, ImagePlan
-from transfer.digest import VerifyingReader
-from transfer.errors import BundleError, NotFoundError, TransferError
-from transfer.import_ import (RepositoryMapping, apply_on_existing, check_expected, tag_conflicts,
-                              verify_tags)
+from transfer.copy import Copier, CopyStats, ImagePlan, bytes_opener
+from transfer.errors import BundleError, TransferError
+from transfer.import_ import (RepositoryMapping, apply_on_existing, check_expected, current_digest,
+                              tag_conflicts, verify_tags)
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor, parse_manifest
 from transfer.progress import NullProgress, Progress
 from transfer.registry import RegistryStore
+from transfer.store import read_manifest
 
 
 class PartOrderError(TransferError):
@@ -205,36 +204,26 @@ class PartImport:
             if not self.reader.has(m.digest):
                 self.report.waiting.append((label, f"manifest {m.digest}"))
                 return
-            raw = self._manifest_bytes(desc)
+            raw = read_manifest(self.reader, "", desc, MAX_MANIFEST_SIZE)
             missing = [c for c in parse_manifest(raw, m.media_type, m.digest).children() if not self._at_dst(repo, c)]
             if missing:
                 self.report.waiting.append((label, f"{'manifest' if missing[0].is_manifest else 'blob'} {missing[0].digest}"))
                 return
-            self.dst.push(repo, desc, lambda raw=raw, desc=desc: VerifyingReader(io.BytesIO(raw), desc.digest, desc.size))
+            self.dst.push(repo, desc, bytes_opener(desc, raw))
             self.known.add((repo, m.digest))
             self.report.stats.manifests_copied += 1
         self._tag(image, repo)
         self.report.complete.append(label)
         self.report.stats.images += 1
 
-    def _manifest_bytes(self, desc: Descriptor) -> bytes:
-        with self.reader.fetch("", desc) as stream:
-            return stream.read_all(MAX_MANIFEST_SIZE)
-
     def _tag(self, image: PlanImage, repo: str) -> None:
         """Tags as --on-existing decides; a tag already at the root is not written again."""
         plan = ImagePlan(image.repository, repo, _desc(image.root), list(image.tags))
         self.report.notes += apply_on_existing([plan], tag_conflicts(self.dst, [plan]), self.on_existing)
         for tag in plan.tags:
-            if self._current(repo, tag) != plan.root.digest:
+            if current_digest(self.dst, repo, tag) != plan.root.digest:
                 self.dst.tag(repo, plan.root, tag)
                 self.report.stats.tags_written += 1
-
-    def _current(self, repo: str, tag: str) -> str | None:
-        try:
-            return self.dst.resolve(repo, tag).digest
-        except NotFoundError:
-            return None
 
     def _check_all_tags(self) -> None:
         """With the last part present: every tag of the images complete at the destination must
@@ -245,6 +234,6 @@ class PartImport:
             root = _desc(image.root)
             if _label(image, repo) in waiting:
                 continue
-            tags = [t for t in image.tags if self.on_existing != "skip" or self._current(repo, t) in (None, root.digest)]
+            tags = [t for t in image.tags if self.on_existing != "skip" or current_digest(self.dst, repo, t) in (None, root.digest)]
             plans.append(ImagePlan(image.repository, repo, root, tags))
         self.report.tag_problems = verify_tags(self.dst, plans)

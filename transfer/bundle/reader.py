@@ -18,6 +18,7 @@ from transfer.bundle.stream import ContentStream, PayloadReader, ScanResult, rea
 from transfer.digest import VerifyingReader, is_digest
 from transfer.errors import BundleError, CorruptBundleError, IntegrityError, NotFoundError
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor, parse_manifest
+from transfer.store import read_manifest
 
 _PART_RE = re.compile(r"^(.*)\.(\d{3})$")
 
@@ -295,8 +296,7 @@ class BundleReader:
             seen.add(d)
             desc = self.descriptor(d)
             if desc.is_manifest and len(seen) < 100_000:
-                with self.fetch("", desc) as stream:
-                    view = parse_manifest(stream.read_all(MAX_MANIFEST_SIZE), desc.media_type, d)
+                view = parse_manifest(read_manifest(self, "", desc, MAX_MANIFEST_SIZE), desc.media_type, d)
                 todo.extend(c.digest for c in view.children())
         return sum(self.descriptor(d).size for d in seen)
 

@@ -12,6 +12,7 @@ from transfer.bundle.stream import open_content
 from transfer.digest import READ_SIZE, Digester
 from transfer.errors import TransferError
 from transfer.models import MAX_MANIFEST_SIZE, parse_manifest
+from transfer.store import read_manifest
 
 
 @dataclass
@@ -112,8 +113,7 @@ def _check_graph(reader: BundleReader, report: VerifyReport, strict: bool) -> No
         if not desc.is_manifest or not reader.has(digest):
             continue
         try:
-            with reader.fetch("", desc) as stream:
-                view = parse_manifest(stream.read_all(MAX_MANIFEST_SIZE), desc.media_type, digest)
+            view = parse_manifest(read_manifest(reader, "", desc, MAX_MANIFEST_SIZE), desc.media_type, digest)
         except TransferError as exc:
             report.problems.append(Problem(digest, f"manifest unreadable: {exc}"))
             continue
