@@ -60,6 +60,7 @@ class RegistryStore:
         self._homes: dict[str, str] = {}  # blob digest -> a repository here known to hold it
         self._lock = threading.Lock()
         self.mounted = 0  # blobs cross-mounted instead of uploaded
+        self._absent: set[tuple[str, str]] = set()  # (repo, digest) exists() just found missing
 
     def close(self) -> None:
         self.client.close()
@@ -96,13 +97,26 @@ class RegistryStore:
 
     # Target
     def exists(self, repo: str, desc: Descriptor) -> bool:
-        if desc.is_manifest:
-            try:
-                self.client.head_manifest(repo, desc.digest)
-            except NotFoundError:
-                return False
-            return True
-        return self._blob_present(repo, desc.digest)
+        present = (self._manifest_present if desc.is_manifest else self._blob_present)(repo, desc.digest)
+        if not present:  # a push that follows need not ask again
+            with self._lock:
+                self._absent.add((repo, desc.digest))
+        return present
+
+    def _asked_absent(self, repo: str, digest: str) -> bool:
+        """True once if exists() just found ``digest`` missing in ``repo`` (saves a HEAD)."""
+        with self._lock:
+            if (repo, digest) in self._absent:
+                self._absent.discard((repo, digest))
+                return True
+        return False
+
+    def _manifest_present(self, repo: str, digest: str) -> bool:
+        try:
+            self.client.head_manifest(repo, digest)
+        except NotFoundError:
+            return False
+        return True
 
     def _blob_present(self, repo: str, digest: str) -> bool:
         present = self.client.blob_size(repo, digest) is not None
@@ -117,7 +131,7 @@ class RegistryStore:
         if desc.is_manifest:
             self._push_manifest(repo, desc, open_blob)
             return
-        if self._blob_present(repo, desc.digest):
+        if not self._asked_absent(repo, desc.digest) and self._blob_present(repo, desc.digest):
             return
         source = mount_from or self._homes.get(desc.digest)
 
@@ -150,7 +164,7 @@ class RegistryStore:
         with VerifyingReader(open_blob(), desc.digest, desc.size, what=f"manifest {desc.digest}") as reader:
             data = reader.read_all(MAX_MANIFEST_SIZE)
         self._remember(desc.digest, data)
-        if not self.exists(repo, desc):
+        if self._asked_absent(repo, desc.digest) or not self._manifest_present(repo, desc.digest):
             self.client.put_manifest(repo, desc.digest, data, desc.media_type)
 
     def _remember(self, digest: str, data: bytes) -> None:
