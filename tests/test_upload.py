@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
@@ -88,6 +89,56 @@ def test_chunked_upload_lands_in_chunk_sized_patches(fresh_registry, fault_proxy
     assert proxy.stats("POST").requests == 1
     assert (up.stats.blobs, up.stats.chunks_sent, up.stats.bytes_sent) == (1, 21, desc.size)
     assert (up.stats.monolithic, up.stats.blobs_restarted, up.stats.status_queries) == (0, 0, 0)
+
+
+class LinkClock:
+    """A clock for the uploader that makes the link as fast as ``rate``: it reads the request bytes
+    the proxy has forwarded so far, divided by ``rate``. The proxy counts a body in full before it
+    relays the answer, so a request carrying n bytes seems to take exactly n / rate seconds."""
+
+    def __init__(self, proxy: FaultProxy, rate: float) -> None:
+        self.proxy, self.rate = proxy, rate
+
+    def __call__(self) -> float:
+        return self.proxy.stats().request_bytes / self.rate
+
+
+@pytest.mark.parametrize("rate, patches", [
+    (8 * MiB, [8 * MiB, 16 * MiB, 16 * MiB, 3 * MiB]),  # 2 s of sending at 8 MiB/s is 16 MiB
+    (400 * MiB, [8 * MiB, 35 * MiB]),  # 800 MiB in 2 s: the rest fits one chunk
+])
+def test_default_chunks_are_sized_by_time(fresh_registry, fault_proxy, rate, patches):
+    """Without a chunk size, the first chunk is 8 MiB and each next one about 2 s of sending at
+    the rate seen so far."""
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    data, desc = make_blob(43 * MiB)
+    up = ChunkedUploader(backoff=0.01, clock=LinkClock(proxy, rate))
+    push(proxy.host, up, data, desc)
+    assert_blob(registry.url, desc)
+    assert bodies(proxy, "PATCH") == patches and bodies(proxy, "PUT") == [0]
+    # The rate carries over to the next blob: 12 MiB is under 2 s of sending, so one PUT (a new
+    # uploader would send it in two chunks: 8 MiB, then 4 MiB).
+    data, desc = make_blob(12 * MiB, seed=2)
+    since = len(proxy.exchanges)
+    push(proxy.host, up, data, desc)
+    assert bodies(proxy, "PATCH", since) == [] and bodies(proxy, "PUT", since) == [12 * MiB]
+
+
+def test_a_chunk_is_streamed_not_held_in_memory(fresh_registry):
+    """A 48 MiB chunk goes from the source into the request without being copied into memory."""
+    registry = fresh_registry()
+    data, desc = make_blob(64 * MiB)
+    up = uploader(48 * MiB)
+    tracemalloc.start()
+    try:
+        push(registry.host, up, data, desc)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert_blob(registry.url, desc)
+    assert up.stats.chunks_sent == 2
+    assert peak < 8 * MiB, f"peak {peak / MiB:.1f} MiB traced while uploading"
 
 
 def test_small_blob_goes_up_in_one_put(fresh_registry, fault_proxy):

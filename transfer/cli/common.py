@@ -18,7 +18,7 @@ from transfer.interrupt import STOP
 from transfer.models import Platform
 from transfer.registry import RegistryStore
 from transfer.registry.journal import UploadJournal
-from transfer.registry.upload import DEFAULT_CHUNK_SIZE, ChunkedUploader, load_registry_settings
+from transfer.registry.upload import CHUNK_SECONDS, ChunkedUploader, load_registry_settings
 from transfer.sizes import format_size, parse_size
 
 
@@ -84,7 +84,7 @@ def upload_store(args, host: str, source_id: str) -> RegistryStore:
     settings = load_registry_settings(args.registry_config) if args.registry_config else None
     journal = UploadJournal(args.journal or default_journal())
     journal.prune(JOURNAL_MAX_AGE)
-    uploader = ChunkedUploader(args.chunk_size or DEFAULT_CHUNK_SIZE, settings=settings, journal=journal,
+    uploader = ChunkedUploader(args.chunk_size or None, settings=settings, journal=journal,
                                source=source_id)
     return RegistryStore(registry_client(args, host), uploader=uploader)
 
@@ -110,8 +110,9 @@ def size_arg(text: str) -> int:
 def add_upload_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("uploads")
     g.add_argument("--chunk-size", type=size_arg, metavar="SIZE",
-                   help=f"upload chunk size, e.g. 8MiB (default {format_size(DEFAULT_CHUNK_SIZE)}); "
-                   "smaller blobs go up in one request")
+                   help=f"upload chunk size, e.g. 8MiB; smaller blobs go up in one request (default: "
+                   f"chunks of about {CHUNK_SECONDS:g} s each at the measured upload rate, from 8 MiB up, "
+                   "so an interruption costs seconds and a fast link few requests)")
     g.add_argument("--registry-config", metavar="FILE",
                    help="per-registry upload settings: chunk limits, monolithic only (see samples/registries.json)")
     g.add_argument("--journal", metavar="FILE",

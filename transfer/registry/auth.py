@@ -126,6 +126,7 @@ class Authenticator:
         self.refresh_margin = refresh_margin
         self.challenge: Challenge | None = None
         self._tokens: dict[tuple[str, str, tuple[str, ...]], Token] = {}
+        self._wanted: dict[tuple[str, str, tuple[str, ...]], tuple[str, ...]] = {}  # scopes a challenge asked for
         self.token_requests = 0  # how many tokens were fetched (for tests and --debug)
 
     def headers(self, url: str, scopes: tuple[str, ...]) -> dict[str, str]:
@@ -138,9 +139,10 @@ class Authenticator:
             return {}
         if self.credentials.registry_token:
             return {"Authorization": f"Bearer {self.credentials.registry_token}"}
-        token = self._tokens.get(self._key(scopes))
+        key = self._key(scopes)
+        token = self._tokens.get(key)
         if token is None or not token.fresh(self.refresh_margin):
-            token = self.fetch_token(scopes)
+            token = self.fetch_token(self._wanted.pop(key, scopes), key)
         return {"Authorization": f"Bearer {token.value}"}
 
     def challenged(self, response: requests.Response, scopes: tuple[str, ...]) -> bool:
@@ -161,7 +163,7 @@ class Authenticator:
         wanted = merge_scopes(scopes, challenge.scopes, old.scopes if old else ())
         if old and challenge.error != "invalid_token" and set(wanted) <= set(old.scopes):
             return False  # the token already asked for all of it: access is denied
-        self._tokens[key] = self.fetch_token(wanted)
+        self._wanted[key] = wanted  # fetched by headers(), once the retry is ready to leave
         return True
 
     def _key(self, scopes: tuple[str, ...]) -> tuple[str, str, tuple[str, ...]]:
@@ -171,8 +173,9 @@ class Authenticator:
     def forget_tokens(self) -> None:
         self._tokens.clear()
 
-    def fetch_token(self, scopes: tuple[str, ...]) -> Token:
-        """Ask the challenge's realm for a token covering ``scopes`` and cache it."""
+    def fetch_token(self, scopes: tuple[str, ...], key: tuple[str, str, tuple[str, ...]] | None = None) -> Token:
+        """Ask the challenge's realm for a token covering ``scopes`` and cache it (under ``key``:
+        the scopes a request needs, which a challenge may have widened)."""
         assert self.challenge is not None
         realm = self.challenge.realm
         if not realm.startswith(("https://", "http://")):
@@ -185,7 +188,7 @@ class Authenticator:
         else:
             data = self._token_get(realm, scopes)
         token = self._token_from(data, scopes, realm)
-        self._tokens[self._key(scopes)] = token
+        self._tokens[key or self._key(scopes)] = token
         self.token_requests += 1
         return token
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -105,6 +106,7 @@ class RegistryClient:
         self.auth = Authenticator(host, credentials, self.transport, min_token_lifetime=min_token_lifetime)
         self.resume_attempts = resume_attempts
         self._base: str | None = None
+        self._ping_lock = threading.Lock()
 
     def close(self) -> None:
         self.transport.close()
@@ -121,7 +123,9 @@ class RegistryClient:
     def base_url(self) -> str:
         """``scheme://host``; the first use pings the registry to choose the scheme."""
         if self._base is None:
-            self.ping()
+            with self._ping_lock:  # threads starting together ping once, and learn the challenge once
+                if self._base is None:
+                    self.ping()
         assert self._base is not None
         return self._base
 

@@ -193,6 +193,14 @@ class SizedBody:
             yield chunk
 
 
+def open_body(body: Body | SizedBody | Readable, length: int | None) -> Any:
+    """What requests sends for ``body``: bytes as they are, an opener's stream (with its length,
+    so Content-Length is sent rather than chunked encoding)."""
+    if callable(body):
+        return SizedBody(body(), length) if length is not None else body()
+    return body
+
+
 class Transport:
     """Sends requests for one registry: TLS policy, timeouts, retries, auth, debug log."""
 
@@ -232,9 +240,7 @@ class Transport:
     ) -> requests.Response:
         """One HTTP exchange, no retry and no status check; connection failures become
         RegistryUnreachableError."""
-        data: Any = body
-        if callable(body):
-            data = SizedBody(body(), length) if length is not None else body()
+        data = open_body(body, length)
         try:
             response = self.session.request(
                 method, url, headers=headers, data=data, params=params, stream=True,
@@ -272,11 +278,14 @@ class Transport:
         started, tries, reauthed = time.monotonic(), 0, False
         while True:
             tries += 1
+            # The body first: opening it again for a retry may take a while (an upload reads up to
+            # where its chunk starts), and the credentials must be fresh when the request leaves.
+            data = open_body(body, length)
             sent = dict(headers or {})
             if auth:
                 sent.update(auth.headers(url, scopes))
             try:
-                response = self.send(method, url, headers=sent, body=body, length=length, params=params)
+                response = self.send(method, url, headers=sent, body=data, length=length, params=params)
                 return check_response(response, method)
             except AuthenticationError as exc:
                 if auth and exc.status == 401 and not reauthed and auth.challenged(response, scopes):

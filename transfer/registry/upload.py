@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import tempfile
 import threading
 import time
 import tomllib
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from transfer.digest import Readable, VerifyingReader
-from transfer.errors import NotFoundError, RegistryError, UploadError, UsageError
+from transfer.errors import IntegrityError, NotFoundError, RegistryError, UploadError, UsageError
 from transfer.interrupt import check
 from transfer.models import Descriptor
 from transfer.registry.client import RegistryClient, UploadStatus
@@ -38,12 +37,17 @@ from transfer.registry.journal import JournalEntry, UploadJournal
 from transfer.sizes import format_size, parse_size
 from transfer.store import BlobOpener
 
-# 8 MiB: benchmarks/bench_chunk_size.py (256 MiB blob, local docker-registry 2.8) measured the best
-# median there (135 MB/s; 1 MiB 90, 4 MiB 119, 16-64 MiB 92-110, one PUT 125), it satisfies ECR's
-# 5 MiB minimum without settings, and an interruption costs at most 8 MiB of re-sent bytes.
-DEFAULT_CHUNK_SIZE = 8 << 20
+# Without --chunk-size, chunks are sized by time: each about CHUNK_SECONDS of sending at the rate
+# the last acknowledged requests showed, from FIRST_CHUNK (before any rate is known; it satisfies
+# ECR's 5 MiB minimum) up to MAX_AUTO_CHUNK. On a slow link that keeps what an interruption or a
+# SIGINT costs to seconds; on a fast one it keeps the requests few, since every request costs the
+# registry time (distribution 2.8 syncs the upload file to disk at the end of each PATCH).
+# benchmarks/bench_chunk_size.py, 320 MiB blob into docker-registry 2.8: 8 MiB chunks 159 MB/s,
+# 32 MiB 187, one request 215.
+FIRST_CHUNK = 8 << 20
+MAX_AUTO_CHUNK = 1 << 30
+CHUNK_SECONDS = 2.0
 MAX_CHUNK_MIN = 1 << 30  # OCI-Chunk-Min-Length is honoured up to this
-SPOOL_IN_MEMORY = 64 << 20  # larger chunks are spooled to a temporary file
 MAX_BACKOFF = 30.0
 
 OpenSession = Callable[[], UploadStatus]
@@ -156,49 +160,31 @@ class UploadStats:
 class _Counters:
     def __init__(self) -> None:
         self.stats = UploadStats()
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
     def add(self, **counts: int) -> None:
-        with self._lock:
+        with self.lock:
             for name, n in counts.items():
                 setattr(self.stats, name, getattr(self.stats, name) + n)
 
 
 # -- the blob's bytes --------------------------------------------------------------------------
 
-class _Window:
-    """A read-only view of ``length`` bytes of ``file`` from ``start`` (one request body)."""
-
-    def __init__(self, file: Any, start: int, length: int) -> None:
-        self._file, self._left = file, length
-        file.seek(start)
-
-    def read(self, n: int = -1) -> bytes:
-        n = self._left if n is None or n < 0 else min(n, self._left)
-        data = self._file.read(n) if n else b""
-        self._left -= len(data)
-        return data
-
-
 class _BlobCursor:
-    """The blob's bytes from any offset: the source stream, verified (size and digest at EOF), read
-    forward, and the current chunk spooled so it can be sent again (auth retry, partial resend).
-    While a chunk is being sent, the next one is read into a second spool on a helper thread, so
-    reading the source and sending overlap (at most two chunks in memory)."""
+    """The blob's bytes from any offset, read forward from the source straight into request bodies:
+    no chunk is held in memory, so a chunk may be as large as the link makes sensible. Reading to
+    the blob's end checks its size and digest (VerifyingReader) before the last bytes are handed
+    out. A body that must be sent again (an auth challenge, a resend after a failure) reopens the
+    source and reads forward to its start: rare, and it costs reading, not memory."""
 
     def __init__(self, open_blob: BlobOpener | None, desc: Descriptor,
                  open_at: OpenAt | None = None) -> None:
         self._open, self.desc, self._open_at = open_blob, desc, open_at
         self._reader: VerifyingReader | _RangeReader | None = None
-        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
-        self._next = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
-        self._ahead: tuple[int, int, threading.Thread] | None = None
-        self._ahead_error: BaseException | None = None
-        self.start = self.end = 0  # the spooled window [start, end)
 
-    def _skip_to(self, offset: int) -> None:
+    def seek(self, offset: int) -> None:
         if self._reader is None or offset < self._reader.position:
-            self.close_stream()
+            self.close()
             if self._open_at is not None:  # a part of the bytes: the registry checks the digest
                 self._reader = _RangeReader(self._open_at(offset), offset)
             else:
@@ -207,80 +193,47 @@ class _BlobCursor:
                                                what=f"blob {self.desc.digest}")
         while self._reader.position < offset:
             if not self._reader.read(min(1 << 20, offset - self._reader.position)):
-                break  # EOF: VerifyingReader has raised on a short stream
+                self._short(offset)
 
-    def load(self, start: int, end: int) -> None:
-        """Make bytes [start, end) ready to send; at the blob's end the digest is checked."""
-        if self.start <= start and end <= self.end:
-            return
-        if not self._take_ahead(start, end):
-            self._skip_to(start)
-            self._fill(self._spool, end)
-            self.start, self.end = start, end
-        self._read_ahead(end, min(self.desc.size, end + (end - start)))
-
-    def _fill(self, spool: Any, end: int) -> None:
+    def read_to(self, end: int, n: int) -> bytes:
+        """Up to ``n`` bytes from the current position, not past ``end``."""
         assert self._reader is not None
-        spool.seek(0)
-        spool.truncate()
-        while self._reader.position < end:
-            data = self._reader.read(min(1 << 20, end - self._reader.position))
-            if not data:
-                break
-            spool.write(data)
-        if end == self.desc.size:
+        n = min(n, end - self._reader.position)
+        if n <= 0:
+            return b""
+        data = self._reader.read(n)
+        if not data:
+            self._short(end)
+        if self._reader.position == self.desc.size:
             self._reader.read(1)  # EOF: raises IntegrityError unless size and digest match
-
-    def _read_ahead(self, start: int, end: int) -> None:
-        """Start reading [start, end) into the second spool (whole-blob uploads only)."""
-        if self._open_at is not None or start >= end or self._reader is None:
-            return
-
-        def run() -> None:
-            try:
-                self._fill(self._next, end)
-            except BaseException as exc:  # handed over by _take_ahead
-                self._ahead_error = exc
-
-        thread = threading.Thread(target=run, name="upload-read-ahead", daemon=True)
-        self._ahead = (start, end, thread)
-        thread.start()
-
-    def _take_ahead(self, start: int, end: int) -> bool:
-        """Use the window read ahead if it is the one asked for; True if it was."""
-        if self._ahead is None:
-            return False
-        (ahead_start, ahead_end, thread), self._ahead = self._ahead, None
-        thread.join()
-        error, self._ahead_error = self._ahead_error, None
-        if (ahead_start, ahead_end) != (start, end):
-            if error is not None:
-                self.close_stream()  # the stream's state is unknown: reopen when needed
-            return False
-        if error is not None:
-            raise error
-        self._spool, self._next = self._next, self._spool
-        self.start, self.end = start, end
-        return True
+        return data
 
     def body(self, start: int, end: int) -> Callable[[], Readable]:
-        """A body opener for bytes [start, end) of the loaded window (callable again on a retry)."""
-        assert self.start <= start <= end <= self.end
-        spool, base = self._spool, self.start
-        return lambda: _Window(spool, start - base, end - start)
+        """A body opener for bytes [start, end) (callable again for a retry)."""
+        def open_body() -> Readable:
+            self.seek(start)
+            return _Window(self, end)
+        return open_body
 
-    def close_stream(self) -> None:
-        if self._ahead is not None:
-            self._ahead[2].join()
-            self._ahead, self._ahead_error = None, None
+    def _short(self, wanted: int) -> None:
+        assert self._reader is not None
+        raise IntegrityError(f"blob {self.desc.digest}", f"{wanted} bytes or more",
+                             f"the source ended at {self._reader.position}")
+
+    def close(self) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.close()
 
-    def close(self) -> None:
-        self.close_stream()
-        self._spool.close()
-        self._next.close()
+
+class _Window:
+    """Bytes of the cursor up to ``end``: one request body."""
+
+    def __init__(self, cursor: _BlobCursor, end: int) -> None:
+        self._cursor, self._end = cursor, end
+
+    def read(self, n: int = -1) -> bytes:
+        return self._cursor.read_to(self._end, n if n is not None and n > 0 else 1 << 20)
 
 
 class _RangeReader:
@@ -314,19 +267,21 @@ class _SessionLost(Exception):
 
 
 class ChunkedUploader:
-    """A resumable ``BlobUploader``. ``chunk_size``: PATCH size before per-registry limits;
-    ``threshold``: largest blob sent in one PUT (default: the chunk size); ``settings``: host glob
+    """A resumable ``BlobUploader``. ``chunk_size``: PATCH size before per-registry limits (None:
+    sized by time, see CHUNK_SECONDS); ``threshold``: largest blob sent in one PUT (default: the
+    chunk size at the time); ``settings``: host glob
     -> RegistrySettings (before the built-in ones); ``journal``: where sessions in flight are
     saved; ``source``: the caller's id for the bytes, stored in journal entries."""
 
-    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE, *, threshold: int | None = None,
+    def __init__(self, chunk_size: int | None = None, *, threshold: int | None = None,
                  settings: Mapping[str, RegistrySettings] | None = None,
                  journal: UploadJournal | None = None, source: str = "", max_restarts: int = 3,
                  max_failures: int = 5, backoff: float = 0.5,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        if chunk_size < 1:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+        if chunk_size is not None and chunk_size < 1:
             raise UsageError(f"chunk size must be positive, not {chunk_size}")
         self.chunk_size = chunk_size
+        self._rate: float | None = None  # bytes/s of one upload, learned from acknowledged requests
         self.threshold = threshold
         self.settings = dict(settings or {})
         self.journal = journal
@@ -335,6 +290,7 @@ class ChunkedUploader:
         self.max_failures = max_failures
         self.backoff = backoff
         self.sleep = sleep
+        self.clock = clock
         self._counters = _Counters()
 
     @property
@@ -343,6 +299,24 @@ class ChunkedUploader:
 
     def count(self, **counts: int) -> None:
         self._counters.add(**counts)
+
+    def next_chunk(self) -> int:
+        """The chunk size to use now, before per-registry limits."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        rate = self._rate
+        if rate is None:
+            return FIRST_CHUNK
+        return int(min(MAX_AUTO_CHUNK, max(FIRST_CHUNK, rate * CHUNK_SECONDS)))
+
+    def learn(self, sent: int, seconds: float) -> None:
+        """An acknowledged request carried ``sent`` bytes in ``seconds``: update the rate (the
+        mean of the old estimate and this sample; samples under 1 MiB say more about latency)."""
+        if sent < (1 << 20) or seconds <= 0:
+            return
+        sample = sent / seconds
+        with self._counters.lock:
+            self._rate = sample if self._rate is None else (self._rate + sample) / 2
 
     def pause(self, attempt: int, retry_after: float | None = None) -> None:
         """Back off before retry number ``attempt`` (0: no wait), at least as long as the
@@ -470,7 +444,7 @@ class _BlobUpload:
         self.up.count(blobs=1)
 
     def _chunk(self, session: _Session) -> int:
-        return effective_chunk_size(self.up.chunk_size, self.settings, session.min_chunk)
+        return effective_chunk_size(self.up.next_chunk(), self.settings, session.min_chunk)
 
     def _monolithic(self, session: _Session) -> bool:
         threshold = self.up.threshold if self.up.threshold is not None else self._chunk(session)
@@ -529,28 +503,27 @@ class _BlobUpload:
         def body() -> VerifyingReader:
             return VerifyingReader(self.open_blob(), self.desc.digest, self.desc.size, what=f"blob {self.desc.digest}")
 
+        began = self.up.clock()
         try:
             self.client.finish_upload(session.location, self.repo, self.desc.digest, body=body, length=self.desc.size)
         except RegistryError as exc:
             if exc.retryable or exc.status in (400, 404, 416):
                 raise _SessionLost(str(exc)) from None
             raise
+        self.up.learn(self.desc.size, self.up.clock() - began)
         self.up.count(monolithic=1, chunks_sent=1, bytes_sent=self.desc.size)
 
     def _send_chunks(self, session: _Session, stop: int | None = None) -> int:
         """PATCH from the session's offset up to ``stop`` (default: the blob's end, then PUT);
         return the bytes the registry holds (the size once the blob is complete)."""
-        size, chunk = self.desc.size, self._chunk(session)
+        size = self.desc.size
         stop = size if stop is None else stop
         while True:
             if stop < size and session.offset >= stop:
                 return session.offset  # the rest of the blob is not available yet
             if session.offset < size:
                 check(f"upload of blob {self.desc.digest}")
-                window = self.cursor
-                keep = window.start <= session.offset < window.end
-                end = window.end if keep else self._chunk_end(session, chunk, stop)
-                window.load(session.offset, end)
+                end = self._chunk_end(session, self._chunk(session), stop)
             else:
                 end = size
             if end == size and (session.offset == size or self.settings.last_chunk_in_put):
@@ -573,12 +546,13 @@ class _BlobUpload:
         return end
 
     def _patch(self, session: _Session, end: int) -> _Session:
-        start = session.offset
+        start, began = session.offset, self.up.clock()
         try:
             status = self.client.patch_upload(session.location, self.repo, self.cursor.body(start, end),
                                               start, end - start)
         except RegistryError as exc:
             return self._recover(session, exc)
+        self.up.learn(end - start, self.up.clock() - began)
         self.failures = 0
         self.up.count(chunks_sent=1, bytes_sent=end - start)
         held = self._held(status, end, after_failure=False)
