@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
+from tests.bed.images import Layout
 from tests.cli_helpers import run_cli
 from transfer.registry import RegistryClient
 
@@ -131,3 +133,30 @@ def test_blob_shared_between_repositories_is_mounted(registry, catalog_bundle, f
     assert proxy.stats("HEAD", "/blobs/sha256:").requests == len(pairs)
     for s in registry.seeded.values():
         assert skopeo.digest(dest, s.image) == s.manifest.digest
+
+
+def test_parallel_import_sends_a_shared_blob_once(fresh_registry, fault_proxy, skopeo, tmp_path, capsys):
+    """Three repositories hold the same image: with parallel uploads (default --jobs), the copies of
+    a blob must not race each other up; the first is uploaded, the others cross-mounted."""
+    src, dest = fresh_registry(), fresh_registry()
+    proxy = fault_proxy(dest)
+    layout = Layout(tmp_path / "layout")
+    image = layout.image("shared", [3_000_000, 2_000_000])
+    layout.save()
+    repos = ["one/app", "two/app", "three/app"]
+    for repo in repos:
+        skopeo.seed(src, layout, image, repo, "v1")
+    bundle = tmp_path / "shared.bundle"
+    assert run_cli(capsys, "export", "--catalog", src.host, "-o", bundle, "-q").code == 0
+    res = run_cli(capsys, "import", bundle, proxy.host, "--json")
+    assert res.code == 0, res.err
+    sizes: dict[str, int] = {}
+    image._collect_blobs(sizes)
+    blob_bytes = sum(size for d, size in sizes.items() if d not in image.manifest_digests())
+    assert sum(proxy.stats(m, "/blobs/uploads/").request_bytes for m in ("PATCH", "PUT")) == blob_bytes
+    assert res.json()["upload"]["mounted"] == 2 * (len(sizes) - 1)  # config and layers, in two repositories
+    last = [line for line in res.err.splitlines() if line.startswith("import: ")][-1]
+    done, total = re.match(r"import: (.+) of (.+?),", last).groups()
+    assert done == total, last  # mounted copies count as done in the progress
+    for repo in repos:
+        assert skopeo.digest(dest, f"{repo}:v1") == image.digest

@@ -14,6 +14,7 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from typing import Callable, TypeVar
 
 from transfer.digest import READ_SIZE, VerifyingReader, digest_bytes
 from transfer.errors import TransferError, TransferInterrupted
@@ -154,6 +155,18 @@ def bytes_opener(desc: Descriptor, raw: bytes):
     return lambda: VerifyingReader(io.BytesIO(raw), desc.digest, desc.size, f"{kind} {desc.digest}")
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def parallel_map(fn: Callable[[T], R], items: list[T], jobs: int) -> list[R]:
+    """``[fn(x) for x in items]``, up to ``jobs`` at a time (for requests that wait on the network)."""
+    if jobs <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(min(jobs, len(items)), thread_name_prefix="ask") as pool:
+        return list(pool.map(fn, items))
+
+
 class Copier:
     """Runs plans against one source and one target."""
 
@@ -171,8 +184,11 @@ class Copier:
     def execute(self, plans: list[ImagePlan]) -> CopyStats:
         blobs = self._unique_blobs(plans)
         self._copy_blobs(blobs)
-        for plan in plans:
-            self._finish_image(plan)
+        if self.jobs > 1:  # each image's manifests in order (children, root, tags); images side by side
+            self._in_pool(lambda pool: [pool.submit(self._finish_image, plan) for plan in plans])
+        else:
+            for plan in plans:
+                self._finish_image(plan)
         return self.stats
 
     def _unique_blobs(self, plans: list[ImagePlan]) -> list[tuple[ImagePlan, Descriptor]]:
@@ -201,19 +217,27 @@ class Copier:
             for plan, blob in todo:
                 self._guard(plan, blob, self._copy_blob)
         elif getattr(self.dst, "concurrent_push", False):
-            self._in_pool(lambda pool: [pool.submit(self._guard, p, b, self._copy_blob) for p, b in todo])
+            self._in_pool(lambda pool: [pool.submit(self._copy_group, group) for group in self._by_blob(todo)])
         else:
             self._in_pool(lambda pool: self._push_in_order(pool, todo))
 
+    @staticmethod
+    def _by_blob(todo: list[tuple[ImagePlan, Descriptor]]) -> list[list[tuple[ImagePlan, Descriptor]]]:
+        """The copies of each blob (one per repository) together, largest blob first: the longest
+        upload is the critical path, so it must not start last; and a blob's later copies come after
+        its first, so the target can cross-mount them instead of receiving the bytes again."""
+        groups: dict[str, list[tuple[ImagePlan, Descriptor]]] = {}
+        for plan, blob in todo:
+            groups.setdefault(blob.digest, []).append((plan, blob))
+        return sorted(groups.values(), key=lambda group: -group[0][1].size)
+
+    def _copy_group(self, group: list[tuple[ImagePlan, Descriptor]]) -> None:
+        for plan, blob in group:
+            self._guard(plan, blob, self._copy_blob)
+
     def _presence(self, blobs: list[tuple[ImagePlan, Descriptor]]) -> list[bool]:
         """Which blobs the target has; asked in parallel where the target allows it (HEADs)."""
-        def ask(item: tuple[ImagePlan, Descriptor]) -> bool:
-            return self.dst.exists(item[0].dst_repo, item[1])
-
-        if self.jobs == 1 or not getattr(self.dst, "concurrent_push", False):
-            return [ask(item) for item in blobs]
-        with ThreadPoolExecutor(self.jobs, thread_name_prefix="exists") as pool:
-            return list(pool.map(ask, blobs))
+        return parallel_map(lambda item: self.dst.exists(item[0].dst_repo, item[1]), blobs, self.jobs)
 
     def _in_pool(self, submit) -> None:
         """Run ``submit(pool) -> futures`` and wait; on failure start nothing new."""
@@ -278,34 +302,42 @@ class Copier:
         finally:
             for r in readers:
                 r.close()
+        reported = blob.size if data is not None else readers[-1].count if readers else 0
+        if reported < blob.size:  # cross-mounted (nothing read), or found there after all
+            self.progress.advance(blob.digest, blob.size - reported)
         self.progress.finished(blob.digest)
-        with self._lock:
-            self.stats.blobs_copied += 1
-            self.stats.bytes_copied += blob.size
+        self._add(blobs_copied=1, bytes_copied=blob.size)
 
     def _count_skip(self, desc: Descriptor, manifest: bool) -> None:
         self.progress.skipped(desc.digest, desc.size, "present")
-        with self._lock:
-            if manifest:
-                self.stats.manifests_skipped += 1
-            else:
-                self.stats.blobs_skipped += 1
-                self.stats.bytes_skipped += desc.size
+        if manifest:
+            self._add(manifests_skipped=1)
+        else:
+            self._add(blobs_skipped=1, bytes_skipped=desc.size)
 
     def _finish_image(self, plan: ImagePlan) -> None:
         check_stop()
         missing = [d for d in (b.digest for b in plan.blobs) if d in self._failed_blobs]
         if missing:
-            self.stats.failures.append((plan.label, f"blob {missing[0]}: {self._failed_blobs[missing[0]]}"))
+            self._failed(plan, f"blob {missing[0]}: {self._failed_blobs[missing[0]]}")
             return
         try:
             self._push_manifests(plan)
         except TransferError as exc:
             if not self.keep_going or isinstance(exc, TransferInterrupted):
                 raise
-            self.stats.failures.append((plan.label, str(exc)))
+            self._failed(plan, str(exc))
             return
-        self.stats.images += 1
+        self._add(images=1)
+
+    def _failed(self, plan: ImagePlan, reason: str) -> None:
+        with self._lock:
+            self.stats.failures.append((plan.label, reason))
+
+    def _add(self, **counts: int) -> None:
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self.stats, name, getattr(self.stats, name) + n)
 
     def _push_manifests(self, plan: ImagePlan) -> None:
         for digest, (desc, raw) in plan.manifests.items():  # children first, root last
@@ -313,10 +345,10 @@ class Copier:
                 self._count_skip(desc, manifest=True)
             else:
                 self.dst.push(plan.dst_repo, desc, bytes_opener(desc, raw))
-                self.stats.manifests_copied += 1
+                self._add(manifests_copied=1)
         for tag in plan.tags:
             self.dst.tag(plan.dst_repo, plan.root, tag)
-            self.stats.tags_written += 1
+            self._add(tags_written=1)
         add_root = getattr(self.dst, "add_root", None)
         if not plan.tags and add_root:
             add_root(plan.dst_repo, plan.root)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transfer.copy import ImagePlan, plan_image
+from transfer.copy import ImagePlan, parallel_map, plan_image
 from transfer.errors import NotFoundError, TransferError, UsageError
 from transfer.models import Descriptor
 from transfer.reference import validate_repository
@@ -85,15 +85,17 @@ def current_digest(dst: Source, repo: str, tag: str) -> str | None:
         return None
 
 
-def tag_conflicts(dst: Source, plans: list[ImagePlan]) -> list[tuple[ImagePlan, str, str]]:
+def _current_tags(dst: Source, plans: list[ImagePlan], jobs: int) -> list[tuple[ImagePlan, str, str | None]]:
+    """(plan, tag, digest the tag points at in ``dst`` or None) for every tag of the plans."""
+    tags = [(plan, tag) for plan in plans for tag in plan.tags]
+    digests = parallel_map(lambda item: current_digest(dst, item[0].dst_repo, item[1]), tags, jobs)
+    return [(plan, tag, digest) for (plan, tag), digest in zip(tags, digests)]
+
+
+def tag_conflicts(dst: Source, plans: list[ImagePlan], jobs: int = 1) -> list[tuple[ImagePlan, str, str]]:
     """(plan, tag, digest now at the target) for tags that already point elsewhere."""
-    out = []
-    for plan in plans:
-        for tag in plan.tags:
-            current = current_digest(dst, plan.dst_repo, tag)
-            if current is not None and current != plan.root.digest:
-                out.append((plan, tag, current))
-    return out
+    return [(plan, tag, current) for plan, tag, current in _current_tags(dst, plans, jobs)
+            if current is not None and current != plan.root.digest]
 
 
 def apply_on_existing(plans: list[ImagePlan], conflicts, policy: str) -> list[str]:
@@ -114,15 +116,10 @@ def apply_on_existing(plans: list[ImagePlan], conflicts, policy: str) -> list[st
     return lines
 
 
-def verify_tags(dst: Source, plans: list[ImagePlan]) -> list[str]:
+def verify_tags(dst: Source, plans: list[ImagePlan], jobs: int = 1) -> list[str]:
     """After the import: every written tag must point at the bundle's digest."""
-    problems = []
-    for plan in plans:
-        for tag in plan.tags:
-            got = current_digest(dst, plan.dst_repo, tag) or "nothing"
-            if got != plan.root.digest:
-                problems.append(f"{plan.dst_repo}:{tag} points at {got}, expected {plan.root.digest}")
-    return problems
+    return [f"{plan.dst_repo}:{tag} points at {got or 'nothing'}, expected {plan.root.digest}"
+            for plan, tag, got in _current_tags(dst, plans, jobs) if got != plan.root.digest]
 
 
 def push_plan(dst: Target, plans: list[ImagePlan]) -> dict:

@@ -47,7 +47,7 @@ def cmd_copy(args) -> int:
                 stats = Copier(src, dst, progress=progress, jobs=args.jobs, keep_going=args.keep_going).execute(plans)
             finally:
                 close_progress(progress)
-        problems = verify_tags(dst, plans)
+        problems = verify_tags(dst, plans, args.jobs)
     stats.failures[:0] = failures
     seconds = time.monotonic() - started
     emit(args, dict(stats.as_dict(), seconds=round(seconds, 3), tag_problems=problems),

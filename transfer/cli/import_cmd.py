@@ -39,7 +39,7 @@ def cmd_import(args) -> int:
             if args.dry_run:
                 return _print_plan(args, dst, plans)
             stats = _run_import(args, reader, dst, plans)
-            problems = verify_tags(dst, plans)
+            problems = verify_tags(dst, plans, args.jobs)
             upload, upload_lines = upload_summary(dst)
     seconds = time.monotonic() - started
     summary = dict(stats.as_dict(), **upload, target=str(target), seconds=round(seconds, 3), tag_problems=problems)
@@ -114,7 +114,7 @@ def _part_summary(args, report) -> tuple[dict, list[str]]:
 
 def _import_checks(args, reader, dst, plans: list[ImagePlan]) -> None:
     check_expected(dst, plans, {d.digest for d in reader.expected})
-    for line in apply_on_existing(plans, tag_conflicts(dst, plans), args.on_existing):
+    for line in apply_on_existing(plans, tag_conflicts(dst, plans, args.jobs), args.on_existing):
         if not args.quiet:
             print(line, file=sys.stderr)
 
