@@ -255,9 +255,10 @@ def apply_small_record(doc: IndexDoc, h: RecordHeader, data: bytes, what: str) -
         doc.expected.append(fmt._expected(obj, what))
 
 
-def open_content(path: str, entry: ChunkEntry, skip: int, what: str) -> ChunkReader:
+def open_content(path: str, entry: ChunkEntry, skip: int, what: str, crc: bool = True) -> ChunkReader:
     """Open one content record of a part file by its index entry, checking its header against the
-    entry, positioned ``skip`` uncompressed bytes into the record."""
+    entry, positioned ``skip`` uncompressed bytes into the record; ``crc=False`` leaves the payload
+    checksum to a caller that checks the content's digest (a stronger check of the same bytes)."""
     fh = open(path, "rb")
     try:
         fh.seek(entry.offset)
@@ -267,7 +268,7 @@ def open_content(path: str, entry: ChunkEntry, skip: int, what: str) -> ChunkRea
         seek = skip if h.codec == fmt.NONE else 0
         if seek:
             fh.seek(seek, 1)
-        raw = PayloadReader(fh, h.stored_length - seek, h.payload_crc, what, check=not seek)
+        raw = PayloadReader(fh, h.stored_length - seek, h.payload_crc, what, check=crc and not seek)
         reader = ChunkReader(raw, h, skipped=seek, closer=fh.close)
         reader.skip(skip - seek)
         return reader
@@ -280,9 +281,9 @@ class ContentStream:
     """The uncompressed bytes of one content from ``start`` over consecutive records (which may lie
     in different parts), opening one record at a time."""
 
-    def __init__(self, chain: list[tuple[str, ChunkEntry]], start: int, what: str) -> None:
+    def __init__(self, chain: list[tuple[str, ChunkEntry]], start: int, what: str, crc: bool = True) -> None:
         self._chain = [(p, e) for p, e in chain if e.chunk_offset + e.chunk_length > start or e.chunk_length == 0]
-        self._pos, self._cur, self.what = start, None, what
+        self._pos, self._cur, self.what, self._crc = start, None, what, crc
 
     def read(self, n: int = -1) -> bytes:
         while True:
@@ -290,7 +291,7 @@ class ContentStream:
                 if not self._chain:
                     return b""
                 path, entry = self._chain.pop(0)
-                self._cur = open_content(path, entry, self._pos - entry.chunk_offset, self.what)
+                self._cur = open_content(path, entry, self._pos - entry.chunk_offset, self.what, self._crc)
             data = self._cur.read(n)
             if data:
                 self._pos += len(data)
