@@ -9,7 +9,7 @@ source registry by each tool: a bundle by ``transfer export --catalog``, per-ima
 docker-registry processes on 127.0.0.1 (started before the clock starts), in fresh processes,
 the order rotating between rounds:
 
-- transfer: ``python -m transfer import BUNDLE HOST`` (default options: 4 jobs, 16 MiB chunks),
+- transfer: ``python -m transfer import BUNDLE HOST`` (default options: 4 jobs, chunks sized by time),
   and once per ``--chunk-sizes`` value with ``--chunk-size``;
 - skopeo 1.9.3: ``skopeo sync --src dir --dest docker --all --preserve-digests
   --dest-tls-verify=false DIR/NS HOST/NS`` for each top-level namespace (``apps``, ``base``,
@@ -92,7 +92,7 @@ def rounds(tools: dict, content: Content, work: Path, repeat: int) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common_args(parser)
-    parser.add_argument("--chunk-sizes", default="4MiB,64MiB",
+    parser.add_argument("--chunk-sizes", default="8MiB",
                         help="also run transfer import with each --chunk-size ('' to skip)")
     args = parser.parse_args()
     chunk_sizes = [size_arg(s) for s in args.chunk_sizes.split(",") if s]
