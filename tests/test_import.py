@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 
 from tests.bed.images import Layout
 from tests.cli_helpers import run_cli
+from transfer.bundle import format as fmt
+from transfer.bundle import iter_records
+from transfer.models import is_manifest_type
 from transfer.registry import RegistryClient
 
 
@@ -160,3 +164,29 @@ def test_parallel_import_sends_a_shared_blob_once(fresh_registry, fault_proxy, s
     assert done == total, last  # mounted copies count as done in the progress
     for repo in repos:
         assert skopeo.digest(dest, f"{repo}:v1") == image.digest
+
+
+@pytest.mark.parametrize("codec", ["stored", "zstd"])
+def test_damaged_blob_stops_the_import_before_any_manifest(catalog_bundle, fresh_registry, fault_proxy,
+                                                           tmp_path, capsys, codec):
+    """A flipped bit inside a blob of the bundle: the sha256 check stops the upload before its last
+    bytes leave, the error names the blob, and no manifest is pushed."""
+    damaged = tmp_path / "damaged.bundle"
+    shutil.copy(catalog_bundle, damaged)
+    with open(damaged, "rb") as fh:
+        records = [r for r in iter_records(fh) if r.header.type == fmt.CONTENT and not is_manifest_type(r.header.media_type)
+                   and r.header.codec == (fmt.NONE if codec == "stored" else fmt.ZSTD)]
+    record = max(records, key=lambda r: r.header.stored_length)
+    at = record.offset + record.header.length + record.header.stored_length // 2
+    data = bytearray(damaged.read_bytes())
+    data[at] ^= 0x10
+    damaged.write_bytes(bytes(data))
+    dest = fresh_registry()
+    proxy = fault_proxy(dest)
+    res = run_cli(capsys, "import", damaged, proxy.host, "-q")
+    assert res.code == 1
+    assert len(res.err.strip().splitlines()) == 1 and record.header.digest in res.err, res.err
+    assert proxy.stats("PUT", "/manifests/").requests == 0
+    hexdigest = record.header.digest.split(":")[1]
+    stored = dest.data_dir / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexdigest[:2] / hexdigest
+    assert not stored.exists()  # the registry never accepted the damaged blob
