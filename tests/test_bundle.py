@@ -263,3 +263,19 @@ def test_iter_records_from_a_pipe(tmp_path, split):
         for dg, data in got.items():
             assert digest_bytes(data) == dg
     assert types.count(fmt.INDEX) == len(files) and types[0] == fmt.META
+
+
+@pytest.mark.parametrize("media_type", [OCI_LAYER_GZIP, OCI_LAYER])  # stored, and zstd for a plain tar
+def test_fetched_blob_rewinds_within_the_bundle(tmp_path, media_type):
+    """fetch() reopens the record at an offset to go back (an upload resending bytes)."""
+    data = (b"layer bytes %d " * 200_000) % tuple(range(200_000)) if media_type == OCI_LAYER else os.urandom(3 << 20)
+    path = tmp_path / "b.bundle"
+    with BundleWriter(path, created=CREATED) as w:
+        d = push(w, data, media_type)
+    with BundleReader(path) as r:
+        reader = r.fetch("app", d)
+        first = reader.read(1 << 20) + reader.read(1 << 20)
+        assert reader.rewind(1_500_000) and reader.position == 1_500_000
+        rest = b"".join(iter(lambda: reader.read(1 << 20), b""))  # EOF checks the digest
+        reader.close()
+    assert first == data[: len(first)] and rest == data[1_500_000:]

@@ -57,3 +57,55 @@ def test_a_verified_stream_is_not_hashed_twice_but_still_fails():
     other = VerifyingReader(VerifyingReader(io.BytesIO(data), dg, len(data)), digest_bytes(b"x"), len(data))
     with pytest.raises(IntegrityError):
         other.drain()
+
+
+class Counting(io.BytesIO):
+    """A source that adds every byte read to ``counter[0]``."""
+
+    def __init__(self, data: bytes, counter: list[int]) -> None:
+        super().__init__(data)
+        self.counter = counter
+
+    def read(self, n: int = -1) -> bytes:
+        data = super().read(n)
+        self.counter[0] += len(data)
+        return data
+
+
+def _rewindable(data: bytes, counter: list[int], source: bytes | None = None) -> VerifyingReader:
+    reopened = source if source is not None else data
+    return VerifyingReader(Counting(data, counter), digest_bytes(data), len(data),
+                           reopen=lambda offset: Counting(reopened[offset:], counter), snapshot_every=1 << 20)
+
+
+def test_rewind_reads_from_the_last_hash_state_not_from_the_start():
+    data = bytes(range(256)) * (5 * 4096 + 100)  # a little over 5 MiB
+    counter = [0]
+    reader = _rewindable(data, counter)
+    assert b"".join(reader.read(1 << 20) for _ in range(3)) == data[: 3 << 20]
+    assert reader.rewind(2_300_000)
+    assert reader.position == 2_300_000
+    rest = b"".join(iter(lambda: reader.read(1 << 20), b""))  # EOF checks size and digest
+    assert rest == data[2_300_000:]
+    # read twice: only the bytes from the hash state saved at 2 MiB up to the first 3 MiB read
+    assert counter[0] - len(data) == (3 << 20) - (2 << 20)
+
+
+def test_rewind_still_catches_different_bytes():
+    data = bytes(range(256)) * 8192  # 2 MiB
+    other = data[:-1] + b"\x00"
+    reader = _rewindable(data, [0], source=other)
+    reader.read(1_500_000)
+    assert reader.rewind(1_200_000)
+    with pytest.raises(IntegrityError):
+        while reader.read(1 << 20):
+            pass
+
+
+def test_rewind_without_reopen_says_no():
+    data = b"x" * 1000
+    reader = VerifyingReader(io.BytesIO(data), digest_bytes(data), len(data))
+    reader.read(600)
+    assert not reader.rewind(100)
+    trusting = VerifyingReader(reader, digest_bytes(data), len(data))
+    assert not trusting.rewind(100)

@@ -19,6 +19,8 @@ import requests
 from tests.bed.proxy import FaultProxy
 from tests.test_upload import FAST, REPO, MiB, assert_blob, bodies, make_blob, push, spec_registry, uploader  # noqa: F401
 from transfer import interrupt
+from tests.test_digest import Counting
+from transfer.digest import VerifyingReader
 from transfer.errors import TransferError, TransferInterrupted
 from transfer.models import Descriptor
 from transfer.registry.client import RegistryClient
@@ -210,6 +212,26 @@ def test_chunk_broken_midway_continues_on_a_spec_registry(spec_registry, fault_p
     # the next chunk starts where the registry stands and is a whole chunk again
     assert bodies(proxy, "PATCH")[4:6] == [300_000, MiB]
     assert len(registry.requests_of("POST")) == 1
+
+
+def test_resend_after_a_cut_reads_the_source_from_a_saved_hash_state(spec_registry, fault_proxy):
+    """The bytes to send again after a cut chunk come from the source reopened near them (with
+    the hash state saved there), not from a second read of the blob from byte 0."""
+    registry = spec_registry()
+    proxy = fault_proxy(registry)
+    proxy.cut_request("PATCH", after=300_000, skip=4)  # the registry holds 4 MiB + 300 000 bytes
+    data, desc = make_blob(10 * MiB)
+    counter = [0]
+
+    def opener() -> VerifyingReader:
+        return VerifyingReader(Counting(data, counter), desc.digest, desc.size, snapshot_every=MiB,
+                               reopen=lambda offset: Counting(data[offset:], counter))
+
+    with RegistryClient(proxy.host, retry=FAST) as client:
+        RegistryStore(client, uploader=uploader(MiB)).push(REPO, desc, opener)
+    assert registry.blobs[(REPO, desc.digest)] == data
+    assert sum(bodies(proxy, "PATCH")) == desc.size
+    assert counter[0] - desc.size <= MiB  # from the 4 MiB state; from byte 0 it would be 4.3 MiB or more
 
 
 class Hook(io.BytesIO):

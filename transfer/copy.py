@@ -133,6 +133,15 @@ class _ProgressReader:
             self._progress.advance(self._key, len(data))
         return data
 
+    def rewind(self, offset: int) -> bool:
+        """Go on from ``offset`` if the stream below can (see VerifyingReader.rewind)."""
+        rewind = getattr(self._raw, "rewind", None)
+        if rewind is None or not rewind(offset):
+            return False
+        self._progress.advance(self._key, offset - self.count)
+        self.count = offset
+        return True
+
     def read_all(self) -> bytes:
         parts = []
         while chunk := self.read(READ_SIZE):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Callable, Protocol
 
 from transfer.errors import IntegrityError, InvalidDigestError
 
@@ -15,6 +15,7 @@ _DIGEST_RE = re.compile(r"^(sha256|sha512):([a-f0-9]+)$")
 
 EMPTY_SHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 READ_SIZE = 1 << 20
+SNAPSHOT_EVERY = 64 << 20  # a rewindable VerifyingReader saves its hash state this often
 
 
 def validate_digest(value: str) -> str:
@@ -83,7 +84,8 @@ class VerifyingReader:
     before it ends if the bytes are wrong.
     """
 
-    def __init__(self, raw: Readable, digest: str, size: int | None, what: str = "") -> None:
+    def __init__(self, raw: Readable, digest: str, size: int | None, what: str = "", *,
+                 reopen: Callable[[int], Readable] | None = None, snapshot_every: int = SNAPSHOT_EVERY) -> None:
         self._raw = raw
         self.expected_digest = validate_digest(digest)
         self.expected_size = size
@@ -92,6 +94,9 @@ class VerifyingReader:
         self._digester = None if trusted else Digester.for_digest(digest)
         self._count = 0
         self._done = False
+        # rewind(): the raw bytes from an offset, and the hash state saved every snapshot_every bytes
+        self._reopen, self._snapshot_every = reopen, snapshot_every
+        self._snapshots: list[tuple[int, Digester]] = []
 
     @property
     def verifies(self) -> tuple[str, int | None]:
@@ -105,11 +110,17 @@ class VerifyingReader:
     def read(self, n: int = -1) -> bytes:
         if self._done:
             return b""
-        data = self._raw.read(self._remaining_limit(n))
+        n = self._remaining_limit(n)
+        saving = self._reopen is not None and self._digester is not None
+        if saving:  # stop at the next multiple of snapshot_every, where the hash state is saved
+            n = min(n, self._snapshot_every - self._count % self._snapshot_every)
+        data = self._raw.read(n)
         if data:
             self._count += len(data)
             if self._digester:
                 self._digester.update(data)
+                if saving and self._count % self._snapshot_every == 0:
+                    self._snapshots.append((self._count, self._digester.copy()))
             if self.expected_size is not None and self._count > self.expected_size:
                 raise IntegrityError(
                     self.what, f"{self.expected_size} bytes", f"more than {self.expected_size} bytes"
@@ -142,6 +153,31 @@ class VerifyingReader:
                 raise IntegrityError(self.what, f"at most {limit} bytes", f"more than {limit} bytes")
             parts.append(chunk)
         return b"".join(parts)
+
+    def rewind(self, offset: int) -> bool:
+        """Go on reading from ``offset`` (an earlier position, typically) without reading from the
+        start again: the source is reopened at the last hash state saved at or before ``offset``
+        and read forward from there, so at most ``snapshot_every`` bytes are read twice. False
+        when this reader cannot (it was given no ``reopen``; or it trusts a stream below it that
+        cannot rewind): the caller then opens the blob again from its start."""
+        if self._digester is None:  # the stream below verifies: it has to rewind
+            rewind = getattr(self._raw, "rewind", None)
+            if rewind is None or not rewind(offset):
+                return False
+            self._count, self._done = offset, False
+            return True
+        if self._reopen is None or offset < 0 or (self.expected_size is not None and offset > self.expected_size):
+            return False
+        self._snapshots = [(p, d) for p, d in self._snapshots if p <= offset]
+        position, state = self._snapshots[-1] if self._snapshots else (0, None)
+        self.close()
+        self._raw = self._reopen(position)
+        self._digester = state.copy() if state else Digester.for_digest(self.expected_digest)
+        self._count, self._done = position, False
+        while self._count < offset:
+            if not self.read(min(READ_SIZE, offset - self._count)):
+                break  # a short source: read() has raised
+        return True
 
     def drain(self) -> None:
         """Read to EOF (verifying) and discard."""

@@ -286,7 +286,8 @@ class BundleReader:
             )
         # The sha256 of every byte is checked, so the records' CRC-32s need not be computed as well.
         return VerifyingReader(self.open_range(desc.digest, crc=False), desc.digest, desc.size,
-                               f"{desc.digest} in {self.path}")
+                               f"{desc.digest} in {self.path}",
+                               reopen=lambda offset: self.open_range(desc.digest, offset, crc=False))
 
     def image_size(self, digest: str) -> int:
         """Bytes of a root and everything it references that the bundle stores, each counted once."""

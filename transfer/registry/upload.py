@@ -175,7 +175,8 @@ class _BlobCursor:
     no chunk is held in memory, so a chunk may be as large as the link makes sensible. Reading to
     the blob's end checks its size and digest (VerifyingReader) before the last bytes are handed
     out. A body that must be sent again (an auth challenge, a resend after a failure) reopens the
-    source and reads forward to its start: rare, and it costs reading, not memory."""
+    source near its start (VerifyingReader.rewind) where the source can, else from byte 0: rare,
+    and it costs reading, not memory."""
 
     def __init__(self, open_blob: BlobOpener | None, desc: Descriptor,
                  open_at: OpenAt | None = None) -> None:
@@ -183,6 +184,8 @@ class _BlobCursor:
         self._reader: VerifyingReader | _RangeReader | None = None
 
     def seek(self, offset: int) -> None:
+        if self._reader is not None and offset < self._reader.position and self._reader.rewind(offset):
+            return  # the source reopened near ``offset`` with the hash state it had there
         if self._reader is None or offset < self._reader.position:
             self.close()
             if self._open_at is not None:  # a part of the bytes: the registry checks the digest
@@ -246,6 +249,9 @@ class _RangeReader:
         data = self._raw.read(n)
         self.position += len(data)
         return data
+
+    def rewind(self, offset: int) -> bool:
+        return False  # the cursor reopens the source right at the offset instead
 
     def close(self) -> None:
         close = getattr(self._raw, "close", None)
