@@ -109,3 +109,17 @@ def test_rewind_without_reopen_says_no():
     assert not reader.rewind(100)
     trusting = VerifyingReader(reader, digest_bytes(data), len(data))
     assert not trusting.rewind(100)
+
+
+def test_skip_unverified_checks_only_the_size_until_a_rewind_to_the_start():
+    data = bytes(range(256)) * 8192  # 2 MiB
+    other = data[:-1] + b"\x00"
+    counter = [0]
+    reader = _rewindable(data, counter, source=other)
+    assert reader.skip_unverified(1_000_000) and reader.unverified
+    rest = b"".join(iter(lambda: reader.read(1 << 20), b""))  # the digest is not checked: no error
+    assert rest == other[1_000_000:] and counter[0] == len(data) - 1_000_000
+    assert reader.rewind(0) and not reader.unverified  # from byte 0: checked again
+    with pytest.raises(IntegrityError):
+        while reader.read(1 << 20):
+            pass

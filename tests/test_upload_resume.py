@@ -21,7 +21,7 @@ from tests.test_upload import FAST, REPO, MiB, assert_blob, bodies, make_blob, p
 from transfer import interrupt
 from tests.test_digest import Counting
 from transfer.digest import VerifyingReader
-from transfer.errors import TransferError, TransferInterrupted
+from transfer.errors import IntegrityError, TransferError, TransferInterrupted
 from transfer.models import Descriptor
 from transfer.registry.client import RegistryClient
 from transfer.registry.credentials import Credentials
@@ -91,12 +91,8 @@ def clear_stop():
     interrupt.STOP.clear()
 
 
-def test_killed_between_chunks_resumes_from_the_journal(fresh_registry, fault_proxy, blob_file, tmp_path):
-    registry = fresh_registry()
-    proxy = fault_proxy(registry)
-    path, data, desc = blob_file
-    journal = tmp_path / "journal.json"
-    k = 7
+def kill_between_chunks(proxy: FaultProxy, path: Path, desc: Descriptor, journal: Path, k: int) -> None:
+    """Start the worker and SIGKILL it while chunk k+1 is held back: k chunks are acknowledged."""
     proxy.stall(20, "PATCH", skip=k)  # chunk k+1 never reaches the registry while we look
     proc = start_worker(proxy.host, path, desc, journal)
     try:
@@ -104,9 +100,66 @@ def test_killed_between_chunks_resumes_from_the_journal(fresh_registry, fault_pr
     finally:
         proc.kill()
         proc.wait(timeout=10)
+    with proxy.lock:
+        proxy.rules.clear()
+
+
+def test_killed_between_chunks_resumes_from_the_journal(fresh_registry, fault_proxy, blob_file, tmp_path):
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    path, data, desc = blob_file
+    journal = tmp_path / "journal.json"
+    k = 7
+    kill_between_chunks(proxy, path, desc, journal, k)
     [entry] = UploadJournal(journal).entries()
     assert (entry.offset, entry.size, entry.source) == (k * MiB, desc.size, str(path))
     assert rerun_sends(proxy, registry, path, desc, journal) == desc.size - k * MiB
+
+
+def resume_in_process(host: str, desc: Descriptor, journal: Path, source: bytes, counter: list[int]) -> None:
+    """Continue the journal's upload here, from a source that can reopen at an offset (as a bundle
+    can) and counts the bytes read from it."""
+    def opener() -> VerifyingReader:
+        return VerifyingReader(Counting(source, counter), desc.digest, desc.size,
+                               reopen=lambda offset: Counting(source[offset:], counter))
+
+    up = ChunkedUploader(MiB, journal=UploadJournal(journal), backoff=0.01)
+    with RegistryClient(host, retry=FAST) as client:
+        RegistryStore(client, uploader=up).push(REPO, desc, opener)
+
+
+def test_resumed_upload_does_not_read_what_the_registry_holds(fresh_registry, fault_proxy, blob_file, tmp_path):
+    """A new process continuing the journal's session opens the source at the offset: the 7 MiB
+    the registry holds are neither sent nor read again (the registry checks the whole digest)."""
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    path, data, desc = blob_file
+    journal = tmp_path / "journal.json"
+    kill_between_chunks(proxy, path, desc, journal, 7)
+    counter, since = [0], len(proxy.exchanges)
+    resume_in_process(proxy.host, desc, journal, data, counter)
+    assert_blob(registry.url, desc)
+    assert bodies(proxy, "POST", since) == []  # the same session
+    assert counter[0] == desc.size - 7 * MiB
+
+
+def test_resumed_upload_with_other_bytes_is_refused_and_sent_again_verified(fresh_registry, fault_proxy,
+                                                                             blob_file, tmp_path):
+    """The bytes after the offset differ from what the digest says: the registry refuses the
+    completed upload, the blob starts over from byte 0 with the digest checked here, and that
+    check names the blob. Nothing lands in the registry."""
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    path, data, desc = blob_file
+    journal = tmp_path / "journal.json"
+    kill_between_chunks(proxy, path, desc, journal, 7)
+    damaged = data[:-10] + bytes(10)
+    since = len(proxy.exchanges)
+    with pytest.raises(IntegrityError, match=desc.digest):
+        resume_in_process(proxy.host, desc, journal, damaged, [0])
+    assert [e.status for e in proxy.exchanges[since:] if e.method == "PUT"] == [400]  # DIGEST_INVALID
+    assert len(bodies(proxy, "POST", since)) == 1  # the blob started over, and failed here when verified
+    assert requests.head(f"{registry.url}/v2/{REPO}/blobs/{desc.digest}", timeout=10).status_code == 404
 
 
 def test_sigint_finishes_the_chunk_in_flight_and_exits_130(fresh_registry, fault_proxy, blob_file, tmp_path):

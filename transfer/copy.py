@@ -134,9 +134,20 @@ class _ProgressReader:
         return data
 
     def rewind(self, offset: int) -> bool:
-        """Go on from ``offset`` if the stream below can (see VerifyingReader.rewind)."""
-        rewind = getattr(self._raw, "rewind", None)
-        if rewind is None or not rewind(offset):
+        """Go on from ``offset`` if the stream below can (VerifyingReader.rewind)."""
+        return self._go("rewind", offset)
+
+    def skip_unverified(self, offset: int) -> bool:
+        """VerifyingReader.skip_unverified, the skipped bytes counted as done."""
+        return self._go("skip_unverified", offset)
+
+    @property
+    def unverified(self) -> bool:
+        return bool(getattr(self._raw, "unverified", False))
+
+    def _go(self, method: str, offset: int) -> bool:
+        call = getattr(self._raw, method, None)
+        if call is None or not call(offset):
             return False
         self._progress.advance(self._key, offset - self.count)
         self.count = offset

@@ -90,8 +90,9 @@ class VerifyingReader:
         self.expected_digest = validate_digest(digest)
         self.expected_size = size
         self.what = what or digest
-        trusted = getattr(raw, "verifies", None) == (self.expected_digest, size) and size is not None
-        self._digester = None if trusted else Digester.for_digest(digest)
+        self._trusted = getattr(raw, "verifies", None) == (self.expected_digest, size) and size is not None
+        self._digester = None if self._trusted else Digester.for_digest(digest)
+        self.unverified = False  # skip_unverified() was used: only the size is checked
         self._count = 0
         self._done = False
         # rewind(): the raw bytes from an offset, and the hash state saved every snapshot_every bytes
@@ -160,23 +161,56 @@ class VerifyingReader:
         and read forward from there, so at most ``snapshot_every`` bytes are read twice. False
         when this reader cannot (it was given no ``reopen``; or it trusts a stream below it that
         cannot rewind): the caller then opens the blob again from its start."""
-        if self._digester is None:  # the stream below verifies: it has to rewind
-            rewind = getattr(self._raw, "rewind", None)
-            if rewind is None or not rewind(offset):
+        if self._trusted:  # the stream below verifies: it has to rewind
+            if not self._below("rewind", offset):
                 return False
-            self._count, self._done = offset, False
+            self.unverified = bool(getattr(self._raw, "unverified", False))
             return True
         if self._reopen is None or offset < 0 or (self.expected_size is not None and offset > self.expected_size):
             return False
+        if self.unverified and offset > 0:
+            self._jump(offset)
+            return True
+        self.unverified = False
         self._snapshots = [(p, d) for p, d in self._snapshots if p <= offset]
         position, state = self._snapshots[-1] if self._snapshots else (0, None)
-        self.close()
-        self._raw = self._reopen(position)
+        self._jump(position)
         self._digester = state.copy() if state else Digester.for_digest(self.expected_digest)
-        self._count, self._done = position, False
         while self._count < offset:
             if not self.read(min(READ_SIZE, offset - self._count)):
                 break  # a short source: read() has raised
+        return True
+
+    def skip_unverified(self, offset: int) -> bool:
+        """Go on from ``offset`` without reading the bytes before it, and so without checking
+        the digest: only for a receiver that checks it itself (a registry completing an upload
+        that an earlier process began: it refuses a wrong digest, and the blob is then sent again
+        from byte 0, verified here). A rewind to byte 0 turns checking on again. False when the
+        source cannot be reopened at an offset."""
+        if self._trusted:  # the stream below checks: it skips, and rewinds later
+            if not self._below("skip_unverified", offset):
+                return False
+            self.unverified = True
+            return True
+        if self._reopen is None or offset < 0 or (self.expected_size is not None and offset > self.expected_size):
+            return False
+        self._jump(offset)
+        self._digester, self.unverified, self._snapshots = None, True, []
+        return True
+
+    def _jump(self, offset: int) -> None:
+        """Reopen the source at ``offset`` (the hash state is the caller's business)."""
+        assert self._reopen is not None
+        self.close()
+        self._raw = self._reopen(offset)
+        self._count, self._done = offset, False
+
+    def _below(self, method: str, offset: int) -> bool:
+        """Ask the (verifying) stream below to go to ``offset``."""
+        call = getattr(self._raw, method, None)
+        if call is None or not call(offset):
+            return False
+        self._count, self._done = offset, False
         return True
 
     def drain(self) -> None:
