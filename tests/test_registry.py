@@ -138,6 +138,24 @@ def test_dropped_download_resumes_with_range(registry, seeded, fault_proxy, samp
     assert gets.response_bytes == layer.size  # no byte was downloaded twice
 
 
+def test_blob_reader_goes_to_an_offset_with_range(registry, seeded, fault_proxy, sample_layout):
+    """An upload that resumes or resends asks the source registry for the bytes from an offset
+    (206), rather than downloading the blob from its start again."""
+    layout, _ = sample_layout
+    proxy = fault_proxy(registry)
+    item = seeded["app"]
+    layer = max(item.manifest.layers, key=lambda b: b.size)
+    data = layout.blob_path(layer.digest).read_bytes()
+    store = RegistryStore(client_for(proxy.host))
+    with store.fetch(item.repo, desc_of(layer)) as reader:
+        assert reader.read(200_000) == data[:200_000]
+        assert reader.skip_unverified(400_000)
+        assert reader.read_all(1 << 22) == data[400_000:]  # only the size is checked
+        assert reader.rewind(0) and not reader.unverified
+        assert reader.read_all(1 << 22) == data  # the digest checked again
+    assert proxy.stats("GET", f"/blobs/{layer.digest}").statuses == [200, 206, 200]
+
+
 def test_download_gives_up_after_bounded_attempts(registry, seeded, fault_proxy):
     proxy = fault_proxy(registry)
     item = seeded["app"]

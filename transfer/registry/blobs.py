@@ -32,21 +32,31 @@ def range_start(response: requests.Response) -> int:
 
 
 class ResumingBody:
-    """A readable over a blob GET that reopens the download at the current offset when the
-    connection drops or ends early, at most ``attempts`` times in a row without progress."""
+    """A readable over a blob GET (from byte ``start``) that reopens the download at the current
+    offset when the connection drops or ends early, at most ``attempts`` times in a row without
+    progress."""
 
     def __init__(self, reopen: Reopen, size: int | None, what: str, attempts: int = 5,
-                 max_resumes: int = 1000) -> None:
+                 max_resumes: int = 1000, start: int = 0) -> None:
         self._reopen = reopen
         self.size = size
         self.what = what
         self.attempts = attempts
         self.max_resumes = max_resumes
-        self.position = 0
+        self.position = start
         self.resumes = 0
         self._stalled = 0
-        self._response: requests.Response | None = reopen(0)
+        self._response: requests.Response | None = None
         self._skip = 0
+        self._open()
+
+    def _open(self) -> None:
+        """GET from ``position`` (a server that ignores Range sends bytes to drop first)."""
+        self._response = self._reopen(self.position)
+        begins = range_start(self._response)
+        if begins > self.position:
+            raise RegistryError(f"resumed download of {self.what} starts at {begins}, not {self.position}")
+        self._skip = self.position - begins
 
     def read(self, n: int = -1) -> bytes:
         n = n if n and n > 0 else 1 << 20
@@ -83,11 +93,7 @@ class ResumingBody:
                 f"gave up after {self.resumes - 1} resumed attempts")
         log.debug("download of %s broke at byte %d (%s); resuming", self.what, self.position, reason)
         self.close()
-        self._response = self._reopen(self.position)
-        start = range_start(self._response)
-        if start > self.position:
-            raise RegistryError(f"resumed download of {self.what} starts at {start}, not {self.position}")
-        self._skip = self.position - start
+        self._open()
 
     def close(self) -> None:
         if self._response is not None:

@@ -288,8 +288,11 @@ class RegistryClient:
                 headers["Range"] = f"bytes={offset}-"
             return self.request("GET", path, scopes=scopes, headers=headers)
 
-        body = ResumingBody(reopen, size, f"blob {digest}", attempts=self.resume_attempts)
-        return VerifyingReader(body, digest, size, what=f"blob {digest}")
+        def body(start: int) -> ResumingBody:
+            return ResumingBody(reopen, size, f"blob {digest}", attempts=self.resume_attempts, start=start)
+
+        # reopen: an upload that resends or resumes fetches from the offset (Range), not from 0
+        return VerifyingReader(body(0), digest, size, what=f"blob {digest}", reopen=body)
 
     # -- uploads (primitives: each takes the exact URL and returns the newest Location) ---------
 
