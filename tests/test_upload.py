@@ -14,7 +14,7 @@ import requests
 
 from tests.bed.proxy import FaultProxy
 from tests.bed.spec_registry import SpecRegistry
-from transfer.errors import UploadError
+from transfer.errors import AuthenticationError, NotFoundError, UploadError
 from transfer.models import Descriptor
 from transfer.registry.client import RegistryClient
 from transfer.registry.http import RetryPolicy
@@ -141,6 +141,62 @@ def test_a_chunk_is_streamed_not_held_in_memory(fresh_registry):
     assert peak < 8 * MiB, f"peak {peak / MiB:.1f} MiB traced while uploading"
 
 
+class FailingSource(io.BytesIO):
+    """A source (a registry being copied from) that fails with ``error`` after ``after`` bytes."""
+
+    def __init__(self, data: bytes, after: int, error: Exception) -> None:
+        super().__init__(data)
+        self.after, self.error = after, error
+
+    def read(self, n: int = -1) -> bytes:
+        if self.tell() >= self.after:
+            raise self.error
+        return super().read(min(n if n is not None and n >= 0 else self.after, self.after - self.tell()))
+
+
+@pytest.mark.parametrize("size, after", [(5 * MiB, 3 * MiB + 5), (300_000, 0)])  # chunked, one PUT
+def test_a_source_error_is_raised_as_itself_not_taken_for_the_targets(fresh_registry, fault_proxy, size, after):
+    """The source's error surfaces at once: the target is not asked where the upload stands, the
+    blob not restarted (the source would fail the same way)."""
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    data, desc = make_blob(size)
+    error = NotFoundError("GET https://source.example/v2/app/blobs/sha256:x: 404 Not Found", status=404)
+    up = uploader(MiB)
+    with RegistryClient(proxy.host, retry=FAST) as client:
+        with pytest.raises(NotFoundError, match="source.example"):
+            RegistryStore(client, uploader=up).push(REPO, desc, lambda: FailingSource(data, after, error))
+    assert proxy.stats("POST").requests == 1 and up.stats.blobs_restarted == 0
+    assert up.stats.status_queries == 0 and proxy.stats("GET", "/blobs/uploads/").requests == 0
+
+
+def test_a_body_refused_as_too_large_goes_again_in_halves(fresh_registry, fault_proxy):
+    """A proxy before the registry refuses the 8 MiB first chunk with 413 (nginx's
+    client_max_body_size, a CDN's limit): the same bytes go again in 4 MiB chunks, as do the next
+    blob's; a whole-blob PUT refused likewise continues its session in chunks."""
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    proxy.respond(413, "PATCH", "/blobs/uploads/")
+    data, desc = make_blob(20 * MiB)
+    up = ChunkedUploader(backoff=0.01)
+    push(proxy.host, up, data, desc)
+    assert_blob(registry.url, desc)
+    assert bodies(proxy, "PATCH") == [8 * MiB] + [4 * MiB] * 5  # the refused one, then halves
+    assert up.stats.blobs_restarted == 0 and proxy.stats("POST").requests == 1
+    data, desc = make_blob(6 * MiB, seed=3)
+    since = len(proxy.exchanges)
+    push(proxy.host, up, data, desc)  # the limit stays: no 6 MiB PUT, though the link is fast
+    assert bodies(proxy, "PATCH", since) == [4 * MiB, 2 * MiB] and bodies(proxy, "PUT", since) == [0]
+    # a PUT of a whole blob refused: the same session continues in chunks
+    proxy.respond(413, "PUT", "/blobs/uploads/")
+    data, desc = make_blob(3 * MiB, seed=2)
+    since = len(proxy.exchanges)
+    push(proxy.host, uploader(MiB, threshold=4 * MiB), data, desc)
+    assert_blob(registry.url, desc)
+    assert bodies(proxy, "PUT", since) == [3 * MiB, 0] and bodies(proxy, "PATCH", since) == [MiB] * 3
+    assert len(bodies(proxy, "POST", since)) == 1
+
+
 def test_small_blob_goes_up_in_one_put(fresh_registry, fault_proxy):
     registry = fresh_registry()
     proxy = fault_proxy(registry)
@@ -247,3 +303,18 @@ def test_429_on_a_patch_waits_as_long_as_retry_after_then_continues(fresh_regist
     assert_blob(registry.url, desc)
     assert 7 in slept  # the registry's Retry-After, not the 0.01 s backoff
     assert up.stats.blobs_restarted == 0 and up.stats.bytes_sent == desc.size
+
+
+def test_an_auth_error_from_reading_the_body_is_raised_as_itself(fresh_registry):
+    """A request body whose source fails with a 401 (another registry's) is not taken for this
+    registry's challenge."""
+    registry = fresh_registry()
+
+    class Refusing(io.BytesIO):
+        def read(self, n: int = -1) -> bytes:
+            raise AuthenticationError("GET https://source.example/v2/: 401 Unauthorized", status=401)
+
+    with RegistryClient(registry.host, retry=FAST) as client:
+        location = client.start_upload(REPO).location
+        with pytest.raises(AuthenticationError, match="source.example"):
+            client.patch_upload(location, REPO, lambda: Refusing(b"x" * 10), 0, 10)

@@ -284,11 +284,14 @@ class Transport:
             sent = dict(headers or {})
             if auth:
                 sent.update(auth.headers(url, scopes))
+            response = None
             try:
                 response = self.send(method, url, headers=sent, body=data, length=length, params=params)
                 return check_response(response, method)
             except AuthenticationError as exc:
-                if auth and exc.status == 401 and not reauthed and auth.challenged(response, scopes):
+                # (response is None: the error came from reading the body, not from this registry)
+                if (auth and response is not None and exc.status == 401 and not reauthed
+                        and auth.challenged(response, scopes)):
                     reauthed, tries = True, tries - 1
                     continue
                 raise

@@ -48,6 +48,7 @@ FIRST_CHUNK = 8 << 20
 MAX_AUTO_CHUNK = 1 << 30
 CHUNK_SECONDS = 2.0
 MAX_CHUNK_MIN = 1 << 30  # OCI-Chunk-Min-Length is honoured up to this
+MIN_BODY_LIMIT = 1 << 20  # a 413 halves the request bodies down to this, then it is an error
 MAX_BACKOFF = 30.0
 
 OpenSession = Callable[[], UploadStatus]
@@ -170,6 +171,15 @@ class _Counters:
 
 # -- the blob's bytes --------------------------------------------------------------------------
 
+class SourceFailed(Exception):
+    """A registry error from the blob's source, raised while a request to the target was being
+    sent: carried past the target's error handling, then raised again as it was."""
+
+    def __init__(self, error: RegistryError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _BlobCursor:
     """The blob's bytes from any offset, read forward from the source straight into request bodies:
     no chunk is held in memory, so a chunk may be as large as the link makes sensible. Reading to
@@ -182,11 +192,18 @@ class _BlobCursor:
                  open_at: OpenAt | None = None) -> None:
         self._open, self.desc, self._open_at = open_blob, desc, open_at
         self._reader: VerifyingReader | _RangeReader | None = None
+        self.held_before = 0  # bytes the registry held when this run took over an earlier session
 
     def seek(self, offset: int) -> None:
+        try:
+            self._seek(offset)
+        except RegistryError as exc:
+            raise SourceFailed(exc) from None
+
+    def _seek(self, offset: int) -> None:
         if self._reader is not None and offset < self._reader.position and self._reader.rewind(offset):
             return  # the source reopened near ``offset`` with the hash state it had there
-        if self._reader is None and offset > 0 and self._open_at is None:
+        if self._reader is None and 0 < offset <= self.held_before and self._open_at is None:
             # A session an earlier run left (the journal): the registry holds the bytes before
             # ``offset`` and checks the digest when the upload completes; the source reopened at
             # the offset spares reading them again. A wrong digest there restarts the blob, verified.
@@ -209,6 +226,12 @@ class _BlobCursor:
 
     def read_to(self, end: int, n: int) -> bytes:
         """Up to ``n`` bytes from the current position, not past ``end``."""
+        try:
+            return self._read_to(end, n)
+        except RegistryError as exc:
+            raise SourceFailed(exc) from None
+
+    def _read_to(self, end: int, n: int) -> bytes:
         assert self._reader is not None
         n = min(n, end - self._reader.position)
         if n <= 0:
@@ -300,6 +323,7 @@ class ChunkedUploader:
             raise UsageError(f"chunk size must be positive, not {chunk_size}")
         self.chunk_size = chunk_size
         self._rate: float | None = None  # bytes/s of one upload, learned from acknowledged requests
+        self._body_limit: int | None = None  # learned from a 413
         self.threshold = threshold
         self.settings = dict(settings or {})
         self.journal = journal
@@ -327,6 +351,21 @@ class ChunkedUploader:
             return FIRST_CHUNK
         return int(min(MAX_AUTO_CHUNK, max(FIRST_CHUNK, rate * CHUNK_SECONDS)))
 
+    @property
+    def body_limit(self) -> int | None:
+        """The largest request body to send, once one was refused as too large (413)."""
+        return self._body_limit
+
+    def too_large(self, exc: RegistryError, length: int) -> bool:
+        """True if ``exc`` refused a body of ``length`` bytes as too large (413, from the registry
+        or a proxy before it: nginx client_max_body_size, a CDN's limit) and a smaller one may go:
+        from now on bodies are at most half of it (not under 1 MiB)."""
+        if exc.status != 413 or length <= MIN_BODY_LIMIT:
+            return False
+        with self._counters.lock:
+            self._body_limit = max(MIN_BODY_LIMIT, min(self._body_limit or length, length) // 2)
+        return True
+
     def learn(self, sent: int, seconds: float) -> None:
         """An acknowledged request carried ``sent`` bytes in ``seconds``: update the rate (the
         mean of the old estimate and this sample; samples under 1 MiB say more about latency)."""
@@ -347,6 +386,8 @@ class ChunkedUploader:
         blob = _BlobUpload(self, client, repo, desc, open_blob, open_session)
         try:
             blob.run()
+        except SourceFailed as failed:
+            raise failed.error from None
         finally:
             blob.cursor.close()
 
@@ -364,6 +405,8 @@ class ChunkedUploader:
         blob = _BlobUpload(self, client, repo, desc, None, open_session, open_at=open_at)
         try:
             return blob.run_range(start, end)
+        except SourceFailed as failed:
+            raise failed.error from None
         finally:
             blob.cursor.close()
 
@@ -453,16 +496,16 @@ class _BlobUpload:
                 return
             session = _Session(status.location, 0, status.min_chunk)
             self.location = session.location
-            if not self._monolithic(session):
-                self._save(session)
-        if self._monolithic(session) and session.offset == 0:
-            self._put_whole(session)
-        else:
+        whole = self._monolithic(session) and session.offset == 0
+        if not whole or not self._put_whole(session):  # (too large for the registry: in chunks)
+            self._save(session)
             self._send_chunks(session)
         self.up.count(blobs=1)
 
     def _chunk(self, session: _Session) -> int:
-        return effective_chunk_size(self.up.next_chunk(), self.settings, session.min_chunk)
+        size = effective_chunk_size(self.up.next_chunk(), self.settings, session.min_chunk)
+        limit = self.up.body_limit
+        return min(size, limit) if limit else size
 
     def _monolithic(self, session: _Session) -> bool:
         threshold = self.up.threshold if self.up.threshold is not None else self._chunk(session)
@@ -478,7 +521,7 @@ class _BlobUpload:
     def _restart(self, attempt: int) -> None:
         self._cancel()
         self.up.count(blobs_restarted=1, bytes_resumed=-self.resumed)
-        self.resumed, self.failures = 0, 0
+        self.resumed, self.failures, self.cursor.held_before = 0, 0, 0
         self.up.pause(attempt)
 
     # -- journal --------------------------------------------------------------------------------
@@ -512,24 +555,27 @@ class _BlobUpload:
             self._forget()
             self.lost = True
             return None
-        self.resumed, self.location = held, status.location
+        self.resumed, self.location, self.cursor.held_before = held, status.location, held
         self.up.count(blobs_resumed=1, bytes_resumed=held)
         return _Session(status.location, held, entry.min_chunk)
 
     # -- sending --------------------------------------------------------------------------------
-    def _put_whole(self, session: _Session) -> None:
-        def body() -> VerifyingReader:
-            return VerifyingReader(self.open_blob(), self.desc.digest, self.desc.size, what=f"blob {self.desc.digest}")
-
+    def _put_whole(self, session: _Session) -> bool:
+        """Send the blob in one PUT; False when the registry (or a proxy before it) found the
+        body too large (413): the session is left for chunks."""
         began = self.up.clock()
         try:
-            self.client.finish_upload(session.location, self.repo, self.desc.digest, body=body, length=self.desc.size)
+            self.client.finish_upload(session.location, self.repo, self.desc.digest,
+                                      body=self.cursor.body(0, self.desc.size), length=self.desc.size)
         except RegistryError as exc:
+            if self.up.too_large(exc, self.desc.size):
+                return False
             if exc.retryable or exc.status in (400, 404, 416):
                 raise _SessionLost(str(exc)) from None
             raise
         self.up.learn(self.desc.size, self.up.clock() - began)
         self.up.count(monolithic=1, chunks_sent=1, bytes_sent=self.desc.size)
+        return True
 
     def _send_chunks(self, session: _Session, stop: int | None = None) -> int:
         """PATCH from the session's offset up to ``stop`` (default: the blob's end, then PUT);
@@ -569,6 +615,8 @@ class _BlobUpload:
             status = self.client.patch_upload(session.location, self.repo, self.cursor.body(start, end),
                                               start, end - start)
         except RegistryError as exc:
+            if self.up.too_large(exc, end - start):
+                return session  # the same bytes again, in smaller chunks
             return self._recover(session, exc)
         self.up.learn(end - start, self.up.clock() - began)
         self.failures = 0
