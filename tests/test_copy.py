@@ -1,8 +1,11 @@
 """The copy algorithm between two real registries (the stores export and import are built on)."""
 
-from transfer.copy import Copier, plan_image
+import threading
+
+from transfer.copy import Copier, ImagePlan, plan_image
+from transfer.digest import digest_bytes
 from transfer.export import Selection, plan_exports, select_repositories, CatalogFilter
-from transfer.models import Platform
+from transfer.models import OCI_INDEX, OCI_MANIFEST, Descriptor, Platform
 from transfer.registry import RegistryClient, RegistryStore
 
 
@@ -69,3 +72,49 @@ def test_copy_command_one_image_and_catalog(registry, fresh_registry, skopeo, ca
     # The second copy of the same content is a no-op for blobs.
     again = run_cli(capsys, "copy", "--catalog", registry.host, f"{dst_reg.host}/mirror", "--json").json()
     assert again["blobs_copied"] == 0
+
+
+def test_images_finished_side_by_side_push_a_shared_manifest_once():
+    """Two indexes in one repository share a child manifest; their images are finished in
+    parallel. The target here makes both presence checks meet (a barrier) unless one waits for
+    the other: the child must be pushed once and counted once as copied, once as present."""
+    def desc(raw: bytes, media_type: str) -> Descriptor:
+        return Descriptor(mediaType=media_type, digest=digest_bytes(raw), size=len(raw))
+
+    child_raw = b'{"shared": true}'
+    child = desc(child_raw, OCI_MANIFEST)
+    plans = []
+    for i in range(2):
+        root_raw = b'{"index": %d}' % i
+        root = desc(root_raw, OCI_INDEX)
+        plans.append(ImagePlan("src", "app", root, [f"t{i}"], label=f"app:t{i}",
+                               manifests={child.digest: (child, child_raw), root.digest: (root, root_raw)}))
+
+    class Target:
+        concurrent_push = True
+
+        def __init__(self) -> None:
+            self.have: set[str] = set()
+            self.pushed: list[str] = []
+            self.meet = threading.Barrier(2, timeout=1.0)
+
+        def exists(self, repo: str, d: Descriptor) -> bool:
+            present = d.digest in self.have
+            if d.digest == child.digest:  # answer only once the other image asked too (1 s at most)
+                try:
+                    self.meet.wait()
+                except threading.BrokenBarrierError:
+                    pass
+            return present
+
+        def push(self, repo: str, d: Descriptor, opener) -> None:
+            self.pushed.append(d.digest)
+            self.have.add(d.digest)
+
+        def tag(self, repo: str, d: Descriptor, tag: str) -> None:
+            pass
+
+    target = Target()
+    stats = Copier(None, target, jobs=4).execute(plans)
+    assert target.pushed.count(child.digest) == 1
+    assert (stats.manifests_copied, stats.manifests_skipped, stats.images) == (3, 1, 2)

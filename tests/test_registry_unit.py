@@ -6,12 +6,14 @@ import email.utils
 import io
 import json
 import time
+import types
 
 import pytest
 import requests
 
 from transfer.errors import AuthenticationError, NotFoundError, RateLimitedError, RegistryError
-from transfer.registry.auth import merge_scopes, parse_challenges
+from transfer.registry.auth import Authenticator, merge_scopes, parse_challenges
+from transfer.registry.credentials import Credentials
 from transfer.registry.blobs import range_start
 from transfer.registry.client import next_link, parse_range_end, with_digest
 from transfer.registry.http import RetryPolicy, check_response, parse_retry_after, strip_query
@@ -147,3 +149,51 @@ def test_tls_policy_decisions(tmp_path):
     withca = tls_policy("reg.example:443", certs_root=str(certs), daemon_json=str(daemon))
     assert withca.ca_files == (str(certs / "reg.example:443" / "ca.crt"),)
     assert tls_policy("h:1", insecure=True, certs_root=str(certs), daemon_json=str(daemon)).schemes == ["https", "http"]
+
+
+class _Answer:
+    """Just enough of a requests.Response for Authenticator.challenged()."""
+
+    def __init__(self, challenge: str, sent: str = "") -> None:
+        self.headers = {"WWW-Authenticate": challenge}
+        self.request = types.SimpleNamespace(headers={"Authorization": sent} if sent else {})
+
+
+def _authenticator() -> tuple[Authenticator, list[tuple[str, ...]]]:
+    """An Authenticator whose token server hands out a new token per request, recording scopes."""
+    asked: list[tuple[str, ...]] = []
+    auth = Authenticator("reg.example", Credentials(), transport=None)
+
+    def call(realm, method, **kw):
+        asked.append(tuple(v for k, v in kw["params"] if k == "scope"))
+        return {"token": f"t{len(asked)}", "expires_in": 300}
+
+    auth._call = call
+    return auth, asked
+
+
+WIDE = 'Bearer realm="https://auth.example/token",service="reg",scope="repository:a:pull,push repository:b:pull"'
+NEED = ("repository:a:pull,push",)
+
+
+def test_scopes_a_challenge_widened_stay_with_every_later_token():
+    """Whichever thread fetches the next token for these scopes asks for what the registry wanted."""
+    auth, asked = _authenticator()
+    assert auth.challenged(_Answer(WIDE), NEED)
+    assert auth.headers("https://reg.example/v2/a/blobs/uploads/", NEED) == {"Authorization": "Bearer t1"}
+    auth._tokens.clear()  # expired, say: a later fetch for the same request scopes
+    auth.headers("https://reg.example/v2/a/blobs/uploads/", NEED)
+    assert asked == [("repository:a:pull,push", "repository:b:pull")] * 2
+
+
+def test_a_401_for_a_token_another_thread_renewed_is_retried_with_the_new_one():
+    auth, asked = _authenticator()
+    auth.challenged(_Answer(WIDE), NEED)
+    auth.headers("https://reg.example/v2/a/", NEED)  # t1
+    invalid = WIDE + ',error="invalid_token"'
+    assert auth.challenged(_Answer(invalid, sent="Bearer t1"), NEED)  # thread 1: renew
+    assert auth.headers("https://reg.example/v2/a/", NEED) == {"Authorization": "Bearer t2"}
+    # thread 2's request left with t1 too; its 401 comes after the renewal: retry with t2, no new fetch
+    assert auth.challenged(_Answer(invalid, sent="Bearer t1"), NEED)
+    assert auth.headers("https://reg.example/v2/a/", NEED) == {"Authorization": "Bearer t2"}
+    assert len(asked) == 2

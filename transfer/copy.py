@@ -200,6 +200,7 @@ class Copier:
         self.stats = CopyStats()
         self._lock = threading.Lock()
         self._failed_blobs: dict[str, str] = {}
+        self._manifest_locks: dict[tuple[str, str], threading.Lock] = {}
 
     def execute(self, plans: list[ImagePlan]) -> CopyStats:
         blobs = self._unique_blobs(plans)
@@ -361,11 +362,16 @@ class Copier:
 
     def _push_manifests(self, plan: ImagePlan) -> None:
         for digest, (desc, raw) in plan.manifests.items():  # children first, root last
-            if self.dst.exists(plan.dst_repo, desc):
-                self._count_skip(desc, manifest=True)
-            else:
-                self.dst.push(plan.dst_repo, desc, bytes_opener(desc, raw))
-                self._add(manifests_copied=1)
+            # Images finishing side by side may share a manifest (an index's child): one pushes
+            # it, the other then finds it there.
+            with self._lock:
+                lock = self._manifest_locks.setdefault((plan.dst_repo, digest), threading.Lock())
+            with lock:
+                if self.dst.exists(plan.dst_repo, desc):
+                    self._count_skip(desc, manifest=True)
+                else:
+                    self.dst.push(plan.dst_repo, desc, bytes_opener(desc, raw))
+                    self._add(manifests_copied=1)
         for tag in plan.tags:
             self.dst.tag(plan.dst_repo, plan.root, tag)
             self._add(tags_written=1)

@@ -142,7 +142,7 @@ class Authenticator:
         key = self._key(scopes)
         token = self._tokens.get(key)
         if token is None or not token.fresh(self.refresh_margin):
-            token = self.fetch_token(self._wanted.pop(key, scopes), key)
+            token = self.fetch_token(self._wanted.get(key, scopes), key)
         return {"Authorization": f"Bearer {token.value}"}
 
     def challenged(self, response: requests.Response, scopes: tuple[str, ...]) -> bool:
@@ -159,11 +159,18 @@ class Authenticator:
         if self.credentials.registry_token:
             return False
         key = self._key(scopes)
+        current = self._tokens.get(key)
+        request = getattr(response, "request", None)
+        sent = request.headers.get("Authorization", "") if request is not None else ""
+        if current is not None and sent != f"Bearer {current.value}":
+            return True  # another thread renewed the token after this request left: use that one
         old = self._tokens.pop(key, None)
-        wanted = merge_scopes(scopes, challenge.scopes, old.scopes if old else ())
+        wanted = merge_scopes(scopes, challenge.scopes, old.scopes if old else (), self._wanted.get(key, ()))
         if old and challenge.error != "invalid_token" and set(wanted) <= set(old.scopes):
             return False  # the token already asked for all of it: access is denied
-        self._wanted[key] = wanted  # fetched by headers(), once the retry is ready to leave
+        # Fetched by headers() once the retry is ready to leave; kept for every later token of
+        # these scopes (whichever thread fetches it), since the registry wants them all.
+        self._wanted[key] = wanted
         return True
 
     def _key(self, scopes: tuple[str, ...]) -> tuple[str, str, tuple[str, ...]]:

@@ -168,14 +168,16 @@ class RegistryStore:
             self.client.put_manifest(repo, desc.digest, data, desc.media_type)
 
     def _remember(self, digest: str, data: bytes) -> None:
-        self._manifests[digest] = data
-        self._manifests.move_to_end(digest)
-        while len(self._manifests) > MANIFEST_CACHE:
-            self._manifests.popitem(last=False)
+        with self._lock:  # images are finished by several threads
+            self._manifests[digest] = data
+            self._manifests.move_to_end(digest)
+            while len(self._manifests) > MANIFEST_CACHE:
+                self._manifests.popitem(last=False)
 
     def tag(self, repo: str, desc: Descriptor, tag: str) -> None:
         """PUT the manifest's exact bytes under ``tag`` (bytes from this run, or fetched)."""
-        data = self._manifests.get(desc.digest)
+        with self._lock:
+            data = self._manifests.get(desc.digest)
         if data is None:
             data = self.client.get_manifest(repo, desc.digest).data
         self.client.put_manifest(repo, tag, data, desc.media_type)
