@@ -193,7 +193,15 @@ def test_a_401_for_a_token_another_thread_renewed_is_retried_with_the_new_one():
     invalid = WIDE + ',error="invalid_token"'
     assert auth.challenged(_Answer(invalid, sent="Bearer t1"), NEED)  # thread 1: renew
     assert auth.headers("https://reg.example/v2/a/", NEED) == {"Authorization": "Bearer t2"}
-    # thread 2's request left with t1 too; its 401 comes after the renewal: retry with t2, no new fetch
-    assert auth.challenged(_Answer(invalid, sent="Bearer t1"), NEED)
+    # thread 2's request left with t1 too; its plain 401 comes after the renewal, and t2 covers
+    # the scopes asked for: retry with t2, no new token
+    assert auth.challenged(_Answer(WIDE, sent="Bearer t1"), NEED)
     assert auth.headers("https://reg.example/v2/a/", NEED) == {"Authorization": "Bearer t2"}
     assert len(asked) == 2
+    # the same 401 asking for a scope t2 lacks, or saying the token is invalid: a new token
+    wider = WIDE.replace('pull"', 'pull repository:c:pull"')
+    assert auth.challenged(_Answer(wider, sent="Bearer t1"), NEED)
+    assert auth.headers("https://reg.example/v2/a/", NEED) == {"Authorization": "Bearer t3"}
+    assert "repository:c:pull" in asked[-1]
+    assert auth.challenged(_Answer(invalid, sent="Bearer t2"), NEED)
+    assert auth.headers("https://reg.example/v2/a/", NEED) == {"Authorization": "Bearer t4"}

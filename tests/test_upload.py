@@ -14,7 +14,7 @@ import requests
 
 from tests.bed.proxy import FaultProxy
 from tests.bed.spec_registry import SpecRegistry
-from transfer.errors import AuthenticationError, NotFoundError, UploadError
+from transfer.errors import AuthenticationError, NotFoundError, RegistryError, UploadError
 from transfer.models import Descriptor
 from transfer.registry.client import RegistryClient
 from transfer.registry.http import RetryPolicy
@@ -154,17 +154,21 @@ class FailingSource(io.BytesIO):
         return super().read(min(n if n is not None and n >= 0 else self.after, self.after - self.tell()))
 
 
-@pytest.mark.parametrize("size, after", [(5 * MiB, 3 * MiB + 5), (300_000, 0)])  # chunked, one PUT
-def test_a_source_error_is_raised_as_itself_not_taken_for_the_targets(fresh_registry, fault_proxy, size, after):
+@pytest.mark.parametrize("error", [
+    NotFoundError("GET https://source.example/v2/app/blobs/sha256:x: 404 Not Found", status=404),
+    OSError(5, "Input/output error: source.example.bundle.002"),  # a bundle part on a failing disk
+], ids=["source registry 404", "bundle read error"])
+@pytest.mark.parametrize("size, after", [(5 * MiB, 3 * MiB + 5), (300_000, 0)], ids=["chunked", "one PUT"])
+def test_a_source_error_is_raised_as_itself_not_taken_for_the_targets(fresh_registry, fault_proxy, size, after,
+                                                                      error):
     """The source's error surfaces at once: the target is not asked where the upload stands, the
     blob not restarted (the source would fail the same way)."""
     registry = fresh_registry()
     proxy = fault_proxy(registry)
     data, desc = make_blob(size)
-    error = NotFoundError("GET https://source.example/v2/app/blobs/sha256:x: 404 Not Found", status=404)
     up = uploader(MiB)
     with RegistryClient(proxy.host, retry=FAST) as client:
-        with pytest.raises(NotFoundError, match="source.example"):
+        with pytest.raises(type(error), match="source.example"):
             RegistryStore(client, uploader=up).push(REPO, desc, lambda: FailingSource(data, after, error))
     assert proxy.stats("POST").requests == 1 and up.stats.blobs_restarted == 0
     assert up.stats.status_queries == 0 and proxy.stats("GET", "/blobs/uploads/").requests == 0
@@ -195,6 +199,42 @@ def test_a_body_refused_as_too_large_goes_again_in_halves(fresh_registry, fault_
     assert_blob(registry.url, desc)
     assert bodies(proxy, "PUT", since) == [3 * MiB, 0] and bodies(proxy, "PATCH", since) == [MiB] * 3
     assert len(bodies(proxy, "POST", since)) == 1
+
+
+def test_413_with_registry_settings(fresh_registry, fault_proxy):
+    """A 413 and the per-registry settings: a PUT carrying the last chunk (ECR style) is split
+    too; the limit never goes under the registry's minimum chunk; a registry that takes whole
+    blobs only gets a clear error; a proxy refusing everything ends in bounded attempts."""
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    here = {"127.0.0.1": RegistrySettings(min_chunk=5 * MiB, last_chunk_in_put=True)}
+    proxy.respond(413, "PUT", "/blobs/uploads/")
+    data, desc = make_blob(20 * MiB)
+    push(proxy.host, ChunkedUploader(settings=here, backoff=0.01, clock=LinkClock(proxy, 400 * MiB)), data, desc)
+    assert_blob(registry.url, desc)
+    # 8 MiB, then the 12 MiB rest in the PUT: refused; then 6 MiB chunks, the last in the PUT
+    assert bodies(proxy, "PATCH") == [8 * MiB, 6 * MiB] and bodies(proxy, "PUT") == [12 * MiB, 6 * MiB]
+
+    proxy.respond(413, "PATCH", "/blobs/uploads/")
+    data, desc = make_blob(18 * MiB, seed=2)
+    since = len(proxy.exchanges)
+    push(proxy.host, ChunkedUploader(settings=here, backoff=0.01), data, desc)
+    assert_blob(registry.url, desc)
+    assert bodies(proxy, "PATCH", since) == [8 * MiB] + [5 * MiB] * 3  # 4 MiB would be under the minimum
+    assert bodies(proxy, "PUT", since) == [3 * MiB]
+
+    whole_only = {"127.0.0.1": RegistrySettings(monolithic_only=True)}
+    proxy.respond(413, "PUT", "/blobs/uploads/")
+    data, desc = make_blob(3 * MiB, seed=3)
+    with pytest.raises(UploadError, match="too large .413. .*whole blobs only"):
+        push(proxy.host, ChunkedUploader(settings=whole_only, backoff=0.01), data, desc)
+
+    proxy.respond(413, "PATCH", "/blobs/uploads/", times=None)
+    data, desc = make_blob(20 * MiB, seed=4)
+    since = len(proxy.exchanges)
+    with pytest.raises(RegistryError, match="413"):
+        push(proxy.host, ChunkedUploader(backoff=0.01), data, desc)
+    assert bodies(proxy, "PATCH", since) == [8 * MiB, 4 * MiB, 2 * MiB, MiB]
 
 
 def test_small_blob_goes_up_in_one_put(fresh_registry, fault_proxy):

@@ -162,10 +162,12 @@ class Authenticator:
         current = self._tokens.get(key)
         request = getattr(response, "request", None)
         sent = request.headers.get("Authorization", "") if request is not None else ""
-        if current is not None and sent != f"Bearer {current.value}":
-            return True  # another thread renewed the token after this request left: use that one
+        wanted = merge_scopes(scopes, challenge.scopes, self._wanted.get(key, ()))
+        if (current is not None and sent != f"Bearer {current.value}" and challenge.error != "invalid_token"
+                and set(wanted) <= set(current.scopes)):
+            return True  # another thread renewed the token after this request left, and it covers this
         old = self._tokens.pop(key, None)
-        wanted = merge_scopes(scopes, challenge.scopes, old.scopes if old else (), self._wanted.get(key, ()))
+        wanted = merge_scopes(wanted, old.scopes if old else ())
         if old and challenge.error != "invalid_token" and set(wanted) <= set(old.scopes):
             return False  # the token already asked for all of it: access is denied
         # Fetched by headers() once the retry is ready to leave; kept for every later token of

@@ -172,10 +172,11 @@ class _Counters:
 # -- the blob's bytes --------------------------------------------------------------------------
 
 class SourceFailed(Exception):
-    """A registry error from the blob's source, raised while a request to the target was being
-    sent: carried past the target's error handling, then raised again as it was."""
+    """An error from the blob's source (a registry's, or reading a bundle file), raised while a
+    request to the target was being sent: carried past the target's error handling (requests
+    would turn an OSError into a connection error of the target), then raised again as it was."""
 
-    def __init__(self, error: RegistryError) -> None:
+    def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -197,7 +198,7 @@ class _BlobCursor:
     def seek(self, offset: int) -> None:
         try:
             self._seek(offset)
-        except RegistryError as exc:
+        except (RegistryError, OSError) as exc:
             raise SourceFailed(exc) from None
 
     def _seek(self, offset: int) -> None:
@@ -228,7 +229,7 @@ class _BlobCursor:
         """Up to ``n`` bytes from the current position, not past ``end``."""
         try:
             return self._read_to(end, n)
-        except RegistryError as exc:
+        except (RegistryError, OSError) as exc:
             raise SourceFailed(exc) from None
 
     def _read_to(self, end: int, n: int) -> bytes:
@@ -359,11 +360,13 @@ class ChunkedUploader:
     def too_large(self, exc: RegistryError, length: int) -> bool:
         """True if ``exc`` refused a body of ``length`` bytes as too large (413, from the registry
         or a proxy before it: nginx client_max_body_size, a CDN's limit) and a smaller one may go:
-        from now on bodies are at most half of it (not under 1 MiB)."""
+        from now on bodies are at most half of it (not under 1 MiB). A refusal of a body sent
+        before the limit was lowered (another upload's, in flight) leaves the limit as it is."""
         if exc.status != 413 or length <= MIN_BODY_LIMIT:
             return False
         with self._counters.lock:
-            self._body_limit = max(MIN_BODY_LIMIT, min(self._body_limit or length, length) // 2)
+            half = max(MIN_BODY_LIMIT, length // 2)
+            self._body_limit = min(self._body_limit or half, half)
         return True
 
     def learn(self, sent: int, seconds: float) -> None:
@@ -498,6 +501,9 @@ class _BlobUpload:
             self.location = session.location
         whole = self._monolithic(session) and session.offset == 0
         if not whole or not self._put_whole(session):  # (too large for the registry: in chunks)
+            if self.settings.monolithic_only:
+                raise UploadError(f"upload of {self.what} refused: the body is too large (413) for "
+                                  f"{self.client.host}, which takes whole blobs only")
             self._save(session)
             self._send_chunks(session)
         self.up.count(blobs=1)
@@ -505,7 +511,9 @@ class _BlobUpload:
     def _chunk(self, session: _Session) -> int:
         size = effective_chunk_size(self.up.next_chunk(), self.settings, session.min_chunk)
         limit = self.up.body_limit
-        return min(size, limit) if limit else size
+        if limit and limit < size:  # but not under the minimum chunk the registry asks for
+            size = max(limit, self.settings.min_chunk or 0, min(session.min_chunk or 0, MAX_CHUNK_MIN))
+        return size
 
     def _monolithic(self, session: _Session) -> bool:
         threshold = self.up.threshold if self.up.threshold is not None else self._chunk(session)
@@ -615,7 +623,7 @@ class _BlobUpload:
             status = self.client.patch_upload(session.location, self.repo, self.cursor.body(start, end),
                                               start, end - start)
         except RegistryError as exc:
-            if self.up.too_large(exc, end - start):
+            if self._smaller(exc, end - start):
                 return session  # the same bytes again, in smaller chunks
             return self._recover(session, exc)
         self.up.learn(end - start, self.up.clock() - began)
@@ -634,6 +642,8 @@ class _BlobUpload:
         try:
             self.client.finish_upload(session.location, self.repo, self.desc.digest, body=body, length=size - start)
         except RegistryError as exc:
+            if body is not None and self._smaller(exc, size - start):
+                return session  # the rest in chunks under the limit (the last one in the PUT)
             if self._landed():
                 return None
             if exc.status == 400:  # DIGEST_INVALID: distribution has cancelled the session
@@ -643,6 +653,18 @@ class _BlobUpload:
         return None
 
     # -- recovery -------------------------------------------------------------------------------
+    def _smaller(self, exc: RegistryError, length: int) -> bool:
+        """A body of ``length`` bytes refused as too large (413): True to send the same bytes
+        again under a lower limit; a failure in a row all the same (bounded by max_failures)."""
+        if not self.up.too_large(exc, length):
+            return False
+        self.failures += 1
+        if self.failures > self.up.max_failures:
+            raise UploadError(f"upload of {self.what} failed: {self.client.host} (or a proxy before it) "
+                              f"refused {self.failures} request bodies in a row as too large (413); "
+                              f"the last had {format_size(length)}") from None
+        return True
+
     def _recover(self, session: _Session, exc: RegistryError) -> _Session:
         """After a failed PATCH or PUT: ask the registry where the upload stands."""
         if isinstance(exc, NotFoundError):
