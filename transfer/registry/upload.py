@@ -2,11 +2,14 @@
 
 Small blobs go up in one PUT; large ones in sequential PATCH chunks (``Content-Range: a-b``),
 always following the newest Location, then ``PUT ?digest=`` (empty, or carrying the last chunk).
-The offset is kept on the client side; ``Range`` answers are advisory (followed when they say the
-registry holds fewer bytes, ignored when absent or the ambiguous ``0-0``).
+Chunks are sized by time unless a size is given (see CHUNK_SECONDS) and stream from the source
+(``_BlobCursor``): nothing is spooled. The offset is kept on the client side; ``Range`` answers are
+advisory (followed when they say the registry holds fewer bytes, ignored when absent or the
+ambiguous ``0-0``). A 413 halves the request bodies (``ChunkedUploader.too_large``).
 
 After every acknowledged chunk the session (Location, offset) is saved in an ``UploadJournal``, so
-a new process continues the blob from where the registry stands. A chunk that breaks midway
+a new process continues the blob from where the registry stands, reading the source from there
+on (the registry checks the whole digest at the end). A chunk that breaks midway
 (connection lost, 5xx, 416) leads to ``GET <Location>``: its Range says where to continue. When the
 registry cannot say (distribution 2.8 answers 404 BLOB_UPLOAD_INVALID once a PATCH broke) or the
 session expired, the session is cancelled (best effort) and that one blob restarts from a new
@@ -42,8 +45,8 @@ from transfer.store import BlobOpener
 # ECR's 5 MiB minimum) up to MAX_AUTO_CHUNK. On a slow link that keeps what an interruption or a
 # SIGINT costs to seconds; on a fast one it keeps the requests few, since every request costs the
 # registry time (distribution 2.8 syncs the upload file to disk at the end of each PATCH).
-# benchmarks/bench_chunk_size.py, 320 MiB blob into docker-registry 2.8: 8 MiB chunks 159 MB/s,
-# 32 MiB 187, one request 215.
+# benchmarks/bench_chunk_size.py, 320 MiB blob into docker-registry 2.8: 8 MiB chunks 157 MB/s,
+# 32 MiB 182, 128 MiB 209, sized by time 210, one request 220.
 FIRST_CHUNK = 8 << 20
 MAX_AUTO_CHUNK = 1 << 30
 CHUNK_SECONDS = 2.0
