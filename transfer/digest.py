@@ -166,7 +166,7 @@ class VerifyingReader:
                 return False
             self.unverified = bool(getattr(self._raw, "unverified", False))
             return True
-        if self._reopen is None or offset < 0 or (self.expected_size is not None and offset > self.expected_size):
+        if not self._can_reopen(offset):
             return False
         if self.unverified and offset > 0:
             self._jump(offset)
@@ -192,11 +192,14 @@ class VerifyingReader:
                 return False
             self.unverified = True
             return True
-        if self._reopen is None or offset < 0 or (self.expected_size is not None and offset > self.expected_size):
+        if not self._can_reopen(offset):
             return False
         self._jump(offset)
         self._digester, self.unverified, self._snapshots = None, True, []
         return True
+
+    def _can_reopen(self, offset: int) -> bool:
+        return self._reopen is not None and 0 <= offset and (self.expected_size is None or offset <= self.expected_size)
 
     def _jump(self, offset: int) -> None:
         """Reopen the source at ``offset`` (the hash state is the caller's business)."""
