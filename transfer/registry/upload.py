@@ -423,7 +423,7 @@ class _BlobUpload:
     def __init__(self, up: ChunkedUploader, client: RegistryClient, repo: str, desc: Descriptor,
                  open_blob: BlobOpener | None, open_session: OpenSession, open_at: OpenAt | None = None) -> None:
         self.up, self.client, self.repo, self.desc = up, client, repo, desc
-        self.open_blob, self.open_session = open_blob, open_session
+        self.open_session = open_session
         self.settings = settings_for(client.host, up.settings)
         self.cursor = _BlobCursor(open_blob, desc, open_at)
         self.lost = False  # a saved session could not be continued
