@@ -144,9 +144,7 @@ def test_identity_token_uses_oauth_post_or_falls_back(fresh_registry, oauth_post
 
 
 @pytest.fixture
-def cli(monkeypatch):
-    """Only this module's commands (others may be mid-construction in a shared tree)."""
-    monkeypatch.setattr("transfer.cli.COMMAND_MODULES", ["transfer.cli.remote"])
+def cli():
     return main
 
 
