@@ -134,3 +134,23 @@ def test_killed_copy_resumes_like_import(fresh_registry, fault_proxy, skopeo, tm
     assert proc.wait(60) == 0, proc.stderr.read().decode()
     assert layer.size - 3 * CHUNK <= _upload_bytes(proxy) <= layer.size - 3 * CHUNK + image.config.size
     assert skopeo.digest(dest, "big/app:v1") == image.digest
+
+
+def test_copy_from_a_stalling_source_spools_chunks_so_the_target_request_is_never_idle(
+        fresh_registry, fault_proxy, skopeo, tmp_path, capsys):
+    """The source registry stalls 1.5 s in the middle of the layer; a proxy before the target cuts
+    a request whose body pauses 0.5 s (nginx's client_body_timeout, scaled down). Chunks of a
+    network source are read whole before they are sent, so no upload request waits on the source
+    and the layer goes up without a restart."""
+    src, image, layer = seed_big_image(fresh_registry, skopeo, tmp_path, "copy-stall")
+    src_proxy, dest = fault_proxy(src), fresh_registry()
+    dst_proxy = fault_proxy(dest)
+    src_proxy.stall(1.5, "GET", f"/blobs/{layer.digest}", after=3 * CHUNK)
+    dst_proxy.body_timeout(0.5, None, "/blobs/uploads/")
+    res = run_cli(capsys, "copy", f"{src_proxy.host}/big/app:v1", f"{dst_proxy.host}/big/app:v1",
+                  "--chunk-size", "4MiB", "--journal", tmp_path / "journal.json", "--json")
+    assert res.code == 0, res.err
+    assert src_proxy.stats("GET", f"/blobs/{layer.digest}").requests == 1  # the stall happened
+    assert 408 not in dst_proxy.stats().statuses  # no upload request was cut for idling
+    assert res.json()["upload"]["blobs_restarted"] == 0
+    assert skopeo.digest(dest, "big/app:v1") == image.digest

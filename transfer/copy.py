@@ -318,6 +318,8 @@ class Copier:
             readers.append(_ProgressReader(self.src.fetch(plan.src_repo, blob), blob.digest, self.progress))
             return readers[-1]
 
+        # a source over the network may stall: the uploader reads each chunk whole before sending it
+        opener.spool = data is None and getattr(self.src, "network_source", False)  # type: ignore[attr-defined]
         try:
             self.dst.push(plan.dst_repo, blob, opener)
         finally:

@@ -15,7 +15,9 @@ often it fires, None meaning always):
 - ``cut_response(after)``: send the headers and ``after`` body bytes, then close the connection;
 - ``cut_request(after)``: forward only ``after`` request-body bytes upstream, then close both
   connections without an answer (a broken upload, as the registry sees it);
-- ``stall(seconds, after=None)``: wait before forwarding, or after ``after`` response bytes.
+- ``stall(seconds, after=None)``: wait before forwarding, or after ``after`` response bytes;
+- ``body_timeout(seconds)``: close both connections, without an answer, when no request-body byte
+  arrives for ``seconds`` (nginx's ``client_body_timeout`` in front of a registry).
 
 All sockets have timeouts (``timeout``, 30 s by default).
 """
@@ -43,7 +45,7 @@ ERROR_CODES = {429: "TOOMANYREQUESTS", 503: "UNAVAILABLE", 500: "UNKNOWN", 502: 
 
 @dataclass
 class Rule:
-    action: str  # respond | corrupt_response | cut_response | cut_request | stall
+    action: str  # respond | corrupt_response | cut_response | cut_request | stall | body_timeout
     method: str | None = None
     path: str = ""  # regex searched in the path (without the query string)
     times: int | None = 1
@@ -133,6 +135,10 @@ class FaultProxy(Served):
     def stall(self, seconds: float, method: str | None = None, path: str = "", *,
               after: int | None = None, times: int | None = 1, skip: int = 0) -> Rule:
         return self.add(Rule("stall", method, path, times, skip, seconds=seconds, after=after))
+
+    def body_timeout(self, seconds: float, method: str | None = None, path: str = "", *,
+                     times: int | None = None, skip: int = 0) -> Rule:
+        return self.add(Rule("body_timeout", method, path, times, skip, seconds=seconds))
 
     def clear(self) -> None:
         """Drop all rules and records."""
@@ -225,6 +231,19 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             upstream.putheader("Transfer-Encoding", "chunked")
         upstream.endheaders()
         limit = rule.after if rule and rule.action == "cut_request" else None
+        if rule and rule.action == "body_timeout":
+            self.connection.settimeout(rule.seconds)
+        try:
+            self._forward_body(upstream, limit, chunked, exchange)
+        except (TimeoutError, socket.timeout):
+            exchange.status = 408  # recorded; the client gets no answer, as from a closed proxy
+            upstream.close()
+            raise _Cut() from None
+        finally:
+            self.connection.settimeout(self.proxy.timeout)
+
+    def _forward_body(self, upstream: http.client.HTTPConnection, limit: int | None, chunked: bool,
+                      exchange: Exchange) -> None:
         for piece in self._body_pieces():
             if limit is not None and exchange.request_bytes + len(piece) >= limit:
                 piece = piece[: limit - exchange.request_bytes]

@@ -7,7 +7,8 @@ import time
 from contextlib import closing
 
 from transfer.cli.common import (add_selection_options, add_transfer_options, add_upload_options, emit,
-                                 parse_platforms, platform_notes, stop_on_signals, summary_lines, upload_store)
+                                 parse_platforms, platform_notes, stop_on_signals, summary_lines, upload_store,
+                                 upload_summary)
 from transfer.cli.progress import close_progress, make_progress
 from transfer.cli.remote import registry_options, registry_store
 from transfer.copy import Copier
@@ -48,10 +49,11 @@ def cmd_copy(args) -> int:
             finally:
                 close_progress(progress)
         problems = verify_tags(dst, plans, args.jobs)
+        upload, upload_lines = upload_summary(dst)
     stats.failures[:0] = failures
     seconds = time.monotonic() - started
-    emit(args, dict(stats.as_dict(), seconds=round(seconds, 3), tag_problems=problems),
-          summary_lines("copied", stats, seconds) + platform_notes(plans) + problems)
+    emit(args, dict(stats.as_dict(), **upload, seconds=round(seconds, 3), tag_problems=problems),
+          summary_lines("copied", stats, seconds) + upload_lines + platform_notes(plans) + problems)
     if problems or stats.failures:
         raise TransferError(f"{len(stats.failures)} image(s) failed, {len(problems)} tag problem(s)")
     return 0

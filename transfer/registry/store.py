@@ -52,6 +52,7 @@ class RegistryStore:
     """Source, Target and Catalog over one registry (``client.host``)."""
 
     concurrent_push = True  # blobs may be pushed from several threads at once
+    network_source = True  # reads may stall: uploads elsewhere spool its chunks (see _BlobCursor)
 
     def __init__(self, client: RegistryClient, *, uploader: BlobUploader | None = None) -> None:
         self.client = client

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import tempfile
 import threading
 import time
 import tomllib
@@ -52,6 +53,7 @@ MAX_AUTO_CHUNK = 1 << 30
 CHUNK_SECONDS = 2.0
 MAX_CHUNK_MIN = 1 << 30  # OCI-Chunk-Min-Length is honoured up to this
 MIN_BODY_LIMIT = 1 << 20  # a 413 halves the request bodies down to this, then it is an error
+SPOOL_IN_MEMORY = 16 << 20  # a chunk spooled from a network source: larger ones go to a temporary file
 MAX_BACKOFF = 30.0
 
 OpenSession = Callable[[], UploadStatus]
@@ -190,13 +192,20 @@ class _BlobCursor:
     the blob's end checks its size and digest (VerifyingReader) before the last bytes are handed
     out. A body that must be sent again (an auth challenge, a resend after a failure) reopens the
     source near its start (VerifyingReader.rewind) where the source can, else from byte 0: rare,
-    and it costs reading, not memory."""
+    and it costs reading, not memory.
+
+    A source over the network (the opener's ``spool`` attribute: a registry being copied from)
+    may stall, and a request to the target left idle mid-body is cut by many proxies (nginx waits
+    60 s): its chunks are read whole into a spool first (memory up to SPOOL_IN_MEMORY, then a
+    temporary file), so the request then goes at the target's pace."""
 
     def __init__(self, open_blob: BlobOpener | None, desc: Descriptor,
                  open_at: OpenAt | None = None) -> None:
         self._open, self.desc, self._open_at = open_blob, desc, open_at
         self._reader: VerifyingReader | _RangeReader | None = None
         self.held_before = 0  # bytes the registry held when this run took over an earlier session
+        self._spool: Any = None  # (spooled sources) the chunk [start, end) in self._spooled
+        self._spooled: tuple[int, int] | None = None
 
     def seek(self, offset: int) -> None:
         try:
@@ -215,7 +224,7 @@ class _BlobCursor:
             if self._reader.skip_unverified(offset):
                 return
         if self._reader is None or offset < self._reader.position:
-            self.close()
+            self._close_reader()
             if self._open_at is not None:  # a part of the bytes: the registry checks the digest
                 self._reader = _RangeReader(self._open_at(offset), offset)
             else:
@@ -252,17 +261,41 @@ class _BlobCursor:
         def open_body() -> Readable:
             self.seek(start)
             return _Window(self, end)
-        return open_body
+
+        def open_spooled() -> Readable:
+            if self._spooled != (start, end):
+                self._fill_spool(start, end)
+            self._spool.seek(0)
+            return self._spool
+
+        return open_spooled if getattr(self._open, "spool", False) else open_body
+
+    def _fill_spool(self, start: int, end: int) -> None:
+        if self._spool is None:
+            self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+        self._spooled = None
+        self._spool.seek(0)
+        self._spool.truncate()
+        self.seek(start)
+        while data := self.read_to(end, 1 << 20):
+            self._spool.write(data)
+        self._spooled = (start, end)
 
     def _short(self, wanted: int) -> None:
         assert self._reader is not None
         raise IntegrityError(f"blob {self.desc.digest}", f"{wanted} bytes or more",
                              f"the source ended at {self._reader.position}")
 
-    def close(self) -> None:
+    def _close_reader(self) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.close()
+
+    def close(self) -> None:
+        self._close_reader()
+        if self._spool is not None:
+            self._spool.close()
+            self._spool, self._spooled = None, None
 
 
 class _Window:
