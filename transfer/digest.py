@@ -92,12 +92,17 @@ class VerifyingReader:
         self.what = what or digest
         self._trusted = getattr(raw, "verifies", None) == (self.expected_digest, size) and size is not None
         self._digester = None if self._trusted else Digester.for_digest(digest)
-        self.unverified = False  # skip_unverified() was used: only the size is checked
+        self._unverified = False  # skip_unverified() was used: only the size is checked
         self._count = 0
         self._done = False
         # rewind(): the raw bytes from an offset, and the hash state saved every snapshot_every bytes
         self._reopen, self._snapshot_every = reopen, snapshot_every
         self._snapshots: list[tuple[int, Digester]] = []
+
+    @property
+    def unverified(self) -> bool:
+        """True after skip_unverified() (here or below) until a rewind to byte 0."""
+        return bool(getattr(self._raw, "unverified", False)) if self._trusted else self._unverified
 
     @property
     def verifies(self) -> tuple[str, int | None]:
@@ -162,16 +167,13 @@ class VerifyingReader:
         when this reader cannot (it was given no ``reopen``; or it trusts a stream below it that
         cannot rewind): the caller then opens the blob again from its start."""
         if self._trusted:  # the stream below verifies: it has to rewind
-            if not self._below("rewind", offset):
-                return False
-            self.unverified = bool(getattr(self._raw, "unverified", False))
-            return True
+            return self._below("rewind", offset)
         if not self._can_reopen(offset):
             return False
-        if self.unverified and offset > 0:
+        if self._unverified and offset > 0:
             self._jump(offset)
             return True
-        self.unverified = False
+        self._unverified = False
         self._snapshots = [(p, d) for p, d in self._snapshots if p <= offset]
         position, state = self._snapshots[-1] if self._snapshots else (0, None)
         self._jump(position)
@@ -188,14 +190,11 @@ class VerifyingReader:
         from byte 0, verified here). A rewind to byte 0 turns checking on again. False when the
         source cannot be reopened at an offset."""
         if self._trusted:  # the stream below checks: it skips, and rewinds later
-            if not self._below("skip_unverified", offset):
-                return False
-            self.unverified = True
-            return True
+            return self._below("skip_unverified", offset)
         if not self._can_reopen(offset):
             return False
         self._jump(offset)
-        self._digester, self.unverified, self._snapshots = None, True, []
+        self._digester, self._unverified, self._snapshots = None, True, []
         return True
 
     def _can_reopen(self, offset: int) -> bool:
