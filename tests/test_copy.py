@@ -2,9 +2,10 @@
 
 import threading
 
-from transfer.copy import Copier, ImagePlan, plan_image
+from transfer.engine import Copier
+from transfer.store import ImagePlan, Traits, plan_image
 from transfer.digest import digest_bytes
-from transfer.export import Selection, plan_exports, select_repositories, CatalogFilter
+from transfer.selection import Selection, plan_exports, select_repositories, CatalogFilter
 from transfer.models import OCI_INDEX, OCI_MANIFEST, Descriptor, Platform
 from transfer.registry import RegistryClient, RegistryStore
 
@@ -87,11 +88,11 @@ def test_images_finished_side_by_side_push_a_shared_manifest_once():
     for i in range(2):
         root_raw = b'{"index": %d}' % i
         root = desc(root_raw, OCI_INDEX)
-        plans.append(ImagePlan("src", "app", root, [f"t{i}"], label=f"app:t{i}",
-                               manifests={child.digest: (child, child_raw), root.digest: (root, root_raw)}))
+        plans.append(ImagePlan("src", "app", root, [f"t{i}"], [child, root], label=f"app:t{i}",
+                               raw={child.digest: child_raw, root.digest: root_raw}))
 
     class Target:
-        concurrent_push = True
+        traits = Traits(concurrent_push=True)
 
         def __init__(self) -> None:
             self.have: set[str] = set()

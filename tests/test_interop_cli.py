@@ -11,7 +11,7 @@ import pytest
 from tests.cli_helpers import run_cli
 from transfer.bundle import BundleReader
 from transfer.cli import main
-from transfer.cli.interop import machine_platform
+from transfer.interop import machine_platform
 from transfer.layout import REF_NAME, OciLayout
 
 

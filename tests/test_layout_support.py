@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 from tests.bed.images import sha256 as sha  # noqa: F401  (re-exported for the tests)
-from transfer.copy import Copier, plan_image
+from transfer.engine import Copier
+from transfer.store import plan_image
 
 SKOPEO = "/usr/bin/skopeo"
 

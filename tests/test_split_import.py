@@ -172,22 +172,33 @@ def test_human_output_names_the_next_part(split_export, fresh_registry, tmp_path
 
 # -- the plan in every part, and reading a part alone (no registry) ---------------------------------
 
+def _content(digest: str, size: int, media_type: str):
+    from transfer.models import Descriptor
+
+    return Descriptor(mediaType=media_type, digest=digest, size=size)
+
+
+def _image(repo: str, tags: list, manifests: list, blobs: list):
+    from transfer.store import ImagePlan
+
+    return ImagePlan(repo, repo, manifests[-1], tags, manifests, blobs)
+
+
 def _writer_set(tmp_path):
     """A split set whose plan names two images; the big blob spans at least three parts."""
     import io
     import random
 
     from transfer.bundle import BundleWriter
-    from transfer.bundle.format import BundlePlan, PlanContent, PlanImage
+    from transfer.bundle.format import BundlePlan
     from transfer.digest import digest_bytes
     from transfer.models import OCI_LAYER_GZIP, OCI_MANIFEST, Descriptor
 
     big = random.Random(3).randbytes(300_000)
     small = b"small layer"
-    blobs = [PlanContent(digest_bytes(b), len(b), OCI_LAYER_GZIP) for b in (big, small)]
-    fake_root = PlanContent(digest_bytes(b"{}"), 2, OCI_MANIFEST)
-    plan = BundlePlan((PlanImage("a/app", ("1",), (fake_root,), tuple(blobs)),
-                       PlanImage("b/app", (), (fake_root,), (blobs[1],))))
+    blobs = [_content(digest_bytes(b), len(b), OCI_LAYER_GZIP) for b in (big, small)]
+    fake_root = _content(digest_bytes(b"{}"), 2, OCI_MANIFEST)
+    plan = BundlePlan((_image("a/app", ["1"], [fake_root], blobs), _image("b/app", [], [fake_root], [blobs[1]])))
     with BundleWriter(tmp_path / "set", split_size=128 << 10, created="2026-01-01T00:00:00Z") as w:
         w.set_plan(plan)
         for data in (big, small):
@@ -225,15 +236,15 @@ def test_plan_encoding_is_checked_and_its_size_for_5000_images():
     import hashlib
     import json
 
-    from transfer.bundle.format import BundlePlan, PlanContent, PlanImage, decode_plan, dumps
+    from transfer.bundle.format import BundlePlan, decode_plan, dumps
     from transfer.errors import CorruptBundleError
 
-    def content(key: str, size: int, media_type: str) -> PlanContent:
-        return PlanContent("sha256:" + hashlib.sha256(key.encode()).hexdigest(), size, media_type)
+    def content(key: str, size: int, media_type: str):
+        return _content("sha256:" + hashlib.sha256(key.encode()).hexdigest(), size, media_type)
 
     images = tuple(
-        PlanImage(f"team{i % 100}/app{i % 500}", (f"v{i}",), (content(f"m{i}", 1200, "m/manifest"),),
-                  tuple(content(f"l{i}-{j}", 30_000_000 + j, "m/layer") for j in range(10)))
+        _image(f"team{i % 100}/app{i % 500}", [f"v{i}"], [content(f"m{i}", 1200, "m/manifest")],
+               [content(f"l{i}-{j}", 30_000_000 + j, "m/layer") for j in range(10)])
         for i in range(5000))
     plan = BundlePlan(images)
     data = dumps(plan.to_json())
@@ -249,13 +260,13 @@ def test_a_plan_larger_than_the_split_size_is_refused(tmp_path):
     import hashlib
 
     from transfer.bundle import BundleWriter
-    from transfer.bundle.format import BundlePlan, PlanContent, PlanImage
+    from transfer.bundle.format import BundlePlan
     from transfer.errors import BundleError
 
-    def content(i: int) -> PlanContent:
-        return PlanContent("sha256:" + hashlib.sha256(str(i).encode()).hexdigest(), i, "m/x")
+    def content(i: int):
+        return _content("sha256:" + hashlib.sha256(str(i).encode()).hexdigest(), i, "m/x")
 
-    plan = BundlePlan(tuple(PlanImage("a", (), (content(i),), ()) for i in range(2000)))
+    plan = BundlePlan(tuple(_image("a", [], [content(i)], []) for i in range(2000)))
     w = BundleWriter(tmp_path / "set", split_size=64 << 10)
     with pytest.raises(BundleError, match="does not fit in the split size"):
         w.set_plan(plan)

@@ -9,7 +9,8 @@ import stat
 import pytest
 
 from transfer.errors import UsageError
-from transfer.registry.journal import JournalEntry, JournalError, UploadJournal
+from transfer.errors import JournalError
+from transfer.registry.journal import JournalEntry, UploadJournal
 from transfer.registry.upload import (
     MAX_CHUNK_MIN,
     RegistrySettings,

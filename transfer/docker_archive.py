@@ -66,7 +66,7 @@ from transfer.models import (
     parse_manifest,
 )
 from transfer.reference import Reference, familiar_name
-from transfer.store import BlobOpener
+from transfer.store import BlobOpener, Traits
 
 MANIFEST_FILE = "manifest.json"
 MAX_CONFIG_SIZE = MAX_MANIFEST_SIZE
@@ -466,7 +466,7 @@ class DockerArchiveWriter:
     exception) removes it, so a half-written archive never looks complete.
     """
 
-    blobs_per_repository = False  # one copy serves every repository (the copier dedupes by digest)
+    traits = Traits(blobs_per_repository=False)  # one copy serves every repository; one push at a time
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)

@@ -65,6 +65,28 @@ class LayoutError(TransferError):
     asked of it (an index in a docker archive, a layer that is not a tar)."""
 
 
+class JournalError(TransferError):
+    """The upload journal cannot be read or written."""
+
+
+class PartOrderError(TransferError):
+    """A part of a split bundle was given before the part it continues was imported; ``needed`` is
+    that part's number."""
+
+    def __init__(self, message: str, needed: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+
+
+class IncompleteError(TransferError):
+    """A job ran, but not all of it succeeded (images failed, tags wrong, content missing);
+    ``report`` holds what was done, as the job's report."""
+
+    def __init__(self, message: str, report: Any) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 class TransferInterrupted(TransferError):
     """The user interrupted a transfer; state was saved and it can be resumed (exit code 130)."""
 

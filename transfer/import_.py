@@ -1,16 +1,24 @@
-"""Import: a bundle's catalog as image plans for transfer.copy into a target store, with the checks
-that must pass before anything is pushed (expected blobs present, tag conflicts decided) and the
-check after (every written tag points at the bundle's digest)."""
+"""Import: a bundle's images as plans for the copy engine into a target store, with the checks that
+must pass before anything is pushed (expected blobs present, tag conflicts decided) and the check
+after (every written tag points at the bundle's digest).
+
+A split set whose parts arrive one by one is imported with the plan every part records
+(docs/bundle-format.md, "Plan"): the engine holds back images whose content has not arrived, and
+``push_spanning`` continues the upload of a blob that spans parts with the bytes present.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transfer.copy import ImagePlan, parallel_map, plan_image
-from transfer.errors import NotFoundError, TransferError, UsageError
+from transfer.bundle import BundleReader
+from transfer.digest import Readable
+from transfer.engine import parallel_map
+from transfer.errors import BundleError, NotFoundError, PartOrderError, TransferError, UsageError
 from transfer.models import Descriptor
 from transfer.reference import validate_repository
-from transfer.store import Source, Target
+from transfer.registry import RegistryStore
+from transfer.store import ImagePlan, Source, Target, plan_image
 
 ON_EXISTING = ("overwrite", "skip", "fail")
 
@@ -58,6 +66,15 @@ def plan_imports(bundle: Source, entries, mapping: RepositoryMapping) -> list[Im
     return list(plans.values())
 
 
+def recorded_plans(reader: BundleReader, mapping: RepositoryMapping) -> list[ImagePlan]:
+    """The plans a split set records in its parts, mapped to their target repositories."""
+    if reader.plan is None:
+        raise BundleError(f"{reader.path}: this split bundle records no export plan (written by an older "
+                          "transfer), so its parts cannot be imported one by one: bring all parts together")
+    return [ImagePlan(i.src_repo, mapping.target(i.dst_repo), i.root, list(i.tags), list(i.manifests), list(i.blobs))
+            for i in reader.plan.images]
+
+
 def missing_expected(dst: Target, plans: list[ImagePlan], expected: set[str]) -> list[tuple[str, Descriptor]]:
     """Blobs the bundle left out (delta) that the target does not have: nothing may be pushed then."""
     missing = []
@@ -85,41 +102,49 @@ def current_digest(dst: Source, repo: str, tag: str) -> str | None:
         return None
 
 
-def _current_tags(dst: Source, plans: list[ImagePlan], jobs: int) -> list[tuple[ImagePlan, str, str | None]]:
+def current_tags(dst: Source, plans: list[ImagePlan], jobs: int = 1) -> list[tuple[ImagePlan, str, str | None]]:
     """(plan, tag, digest the tag points at in ``dst`` or None) for every tag of the plans."""
     tags = [(plan, tag) for plan in plans for tag in plan.tags]
     digests = parallel_map(lambda item: current_digest(dst, item[0].dst_repo, item[1]), tags, jobs)
     return [(plan, tag, digest) for (plan, tag), digest in zip(tags, digests)]
 
 
-def tag_conflicts(dst: Source, plans: list[ImagePlan], jobs: int = 1) -> list[tuple[ImagePlan, str, str]]:
-    """(plan, tag, digest now at the target) for tags that already point elsewhere."""
-    return [(plan, tag, current) for plan, tag, current in _current_tags(dst, plans, jobs)
-            if current is not None and current != plan.root.digest]
+@dataclass
+class TagDecisions:
+    """What the target's tags are before an import: those already right (not written again), and
+    one line per conflict decided by ``--on-existing``."""
+
+    tagged: set[tuple[str, str]] = field(default_factory=set)  # (repository, tag) at the right digest
+    notes: list[str] = field(default_factory=list)
 
 
-def apply_on_existing(plans: list[ImagePlan], conflicts, policy: str) -> list[str]:
-    """Decide tag conflicts by policy; return one line per decision for the user."""
+def decide_tags(dst: Source, plans: list[ImagePlan], policy: str, jobs: int = 1) -> TagDecisions:
+    """Ask where every tag points now; decide conflicts by ``policy`` (``skip`` drops the tag from
+    its plan, ``fail`` raises before anything is pushed)."""
     if policy not in ON_EXISTING:
         raise UsageError(f"invalid --on-existing {policy!r}: choose one of {', '.join(ON_EXISTING)}")
-    lines = []
-    for plan, tag, current in conflicts:
+    decisions = TagDecisions()
+    for plan, tag, current in current_tags(dst, plans, jobs):
         where = f"{plan.dst_repo}:{tag}"
-        if policy == "fail":
+        if current is None:
+            continue
+        if current == plan.root.digest:
+            decisions.tagged.add((plan.dst_repo, tag))
+        elif policy == "fail":
             raise TransferError(f"tag {where} already points at {current}, not {plan.root.digest} "
                                 "(use --on-existing overwrite or skip)")
-        if policy == "skip":
+        elif policy == "skip":
             plan.tags.remove(tag)
-            lines.append(f"kept {where} at {current} (--on-existing skip)")
+            decisions.notes.append(f"kept {where} at {current} (--on-existing skip)")
         else:
-            lines.append(f"overwriting {where}: was {current}, now {plan.root.digest}")
-    return lines
+            decisions.notes.append(f"overwriting {where}: was {current}, now {plan.root.digest}")
+    return decisions
 
 
 def verify_tags(dst: Source, plans: list[ImagePlan], jobs: int = 1) -> list[str]:
     """After the import: every written tag must point at the bundle's digest."""
     return [f"{plan.dst_repo}:{tag} points at {got or 'nothing'}, expected {plan.root.digest}"
-            for plan, tag, got in _current_tags(dst, plans, jobs) if got != plan.root.digest]
+            for plan, tag, got in current_tags(dst, plans, jobs) if got != plan.root.digest]
 
 
 def push_plan(dst: Target, plans: list[ImagePlan]) -> dict:
@@ -138,3 +163,74 @@ def push_plan(dst: Target, plans: list[ImagePlan]) -> dict:
                 todo.append(blob)
     return {"blobs_to_push": len(todo), "bytes_to_push": sum(b.size for b in todo), "blobs_present": present,
             "tags": [f"{p.dst_repo}:{t} -> {p.root.digest}" for p in plans for t in p.tags], "dry_run": True}
+
+
+# -- split sets imported part by part -------------------------------------------------------------
+
+@dataclass
+class SpanningBlob:
+    """A blob only partly in the parts present, and where its upload stands after this run."""
+
+    digest: str
+    repository: str
+    size: int
+    present: tuple[int, int]  # the bytes the parts present hold
+    held: int  # bytes at the destination after this run (size once complete)
+    part: int  # the part holding the first of the bytes present
+    restarted: bool = False  # its upload session was lost: it starts over from byte 0
+
+    @property
+    def needs_earlier(self) -> bool:
+        """The destination holds less than the bytes before those present: an earlier part must
+        come again (after a lost session)."""
+        return self.held < self.present[0]
+
+
+def _blob_users(plans: list[ImagePlan]) -> dict[str, tuple[Descriptor, list[str]]]:
+    """Every blob of the plans with the repositories that need it, in plan order."""
+    users: dict[str, tuple[Descriptor, list[str]]] = {}
+    for plan in plans:
+        for blob in plan.blobs:
+            repos = users.setdefault(blob.digest, (blob, []))[1]
+            if plan.dst_repo not in repos:
+                repos.append(plan.dst_repo)
+    return users
+
+
+def push_spanning(reader: BundleReader, dst: RegistryStore, plans: list[ImagePlan]) -> list[SpanningBlob]:
+    """Continue the upload of every blob that begins or ends in the parts present (its session is
+    in the upload journal) with their bytes; a blob this completes goes to the other repositories
+    that need it by a cross-repository mount. Refuses, before pushing anything, a part whose
+    predecessor was not imported (PartOrderError)."""
+    users = _blob_users(plans)
+    spanning = [d for d in users if not reader.has(d) and reader.covered(d)]
+    done = []
+    for digest in sorted(spanning, key=lambda d: -reader.covered(d)[0][0]):  # continuations first
+        blob, repos = users[digest]
+        done.append(_push_range(reader, dst, blob, repos))
+    return done
+
+
+def _push_range(reader: BundleReader, dst: RegistryStore, blob: Descriptor, repos: list[str]) -> SpanningBlob:
+    start, end = reader.covered(blob.digest)[0]
+    primary = repos[0]
+    part = reader.part_at(blob.digest, start) or 1
+    result = dst.push_range(primary, blob, lambda at: reader.open_range(blob.digest, at), start, end)
+    if result.held < start and not result.restarted:
+        raise PartOrderError(
+            f"part {part} continues blob {blob.digest} at byte {start}, but {dst.client.host}/{primary} holds "
+            f"{result.held} bytes of it: part {part - 1} must be imported first (nothing was pushed)",
+            needed=part - 1)
+    if result.held == blob.size:
+        for repo in repos[1:]:
+            _mount(dst, blob, repo, primary)
+    return SpanningBlob(blob.digest, primary, blob.size, (start, end), result.held, part, result.restarted)
+
+
+def _mount(dst: RegistryStore, desc: Descriptor, repo: str, source: str) -> None:
+    """A blob completed from parts goes to further repositories by a cross-repository mount."""
+    def no_bytes() -> Readable:
+        raise BundleError(f"{desc.digest}: {dst.client.host} did not mount it from {source} into "
+                          f"{repo}, and its bytes span parts: import the parts holding it together")
+
+    dst.push(repo, desc, no_bytes, mount_from=source)

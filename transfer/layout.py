@@ -38,7 +38,7 @@ from transfer.digest import VerifyingReader, copy_stream, validate_digest
 from transfer.errors import InvalidReferenceError, LayoutError, NotFoundError
 from transfer.models import MANIFEST_TYPES, MAX_MANIFEST_SIZE, OCI_INDEX, OCI_MANIFEST, Descriptor
 from transfer.reference import TAG_RE, Reference, validate_tag
-from transfer.store import BlobOpener
+from transfer.store import BlobOpener, Traits
 
 LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
@@ -159,6 +159,7 @@ class IndexedSource:
     DockerArchive. Subclasses provide ``_entries``, ``_open_blob`` and ``_blob_size``."""
 
     what = "image layout"
+    traits = Traits()
 
     def _entries(self) -> list[Descriptor]:
         raise NotImplementedError
@@ -228,8 +229,8 @@ class OciLayout(IndexedSource):
     atomically under an exclusive lock on the layout directory, keeping every other entry.
     """
 
-    blobs_per_repository = False  # one copy serves every repository (the copier dedupes by digest)
-    concurrent_push = True  # blobs go through temporary files; index.json under a lock
+    # one copy serves every repository; blobs go through temporary files, index.json under a lock
+    traits = Traits(concurrent_push=True, blobs_per_repository=False)
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
         self.path = Path(path)

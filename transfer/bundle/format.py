@@ -8,7 +8,6 @@ build does not know), naming what is wrong.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 import zlib
@@ -17,6 +16,8 @@ from typing import Any
 
 from transfer.digest import is_digest
 from transfer.errors import CorruptBundleError, UnsupportedBundleError
+from transfer.models import Descriptor
+from transfer.store import ImagePlan
 
 MAGIC = b"\x89TRBNDL\n"
 VERSION = 1
@@ -325,42 +326,15 @@ def decode_catalog_entry(d: Any, what: str) -> CatalogEntry:
     )
 
 
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class PlanContent:
-    """A blob or manifest the export plans to carry (a descriptor's three essential fields)."""
-
-    digest: str
-    size: int
-    media_type: str
-
-
-@dataclass(frozen=True)
-class PlanImage:
-    """One image of the export plan: its manifests children first (the root last) and its blobs."""
-
-    repository: str
-    tags: tuple[str, ...]
-    manifests: tuple[PlanContent, ...]
-    blobs: tuple[PlanContent, ...]
-
-    @property
-    def root(self) -> PlanContent:
-        return self.manifests[-1]
-
-
 @dataclass(frozen=True)
 class BundlePlan:
     """What the whole export carries, known before its first byte is written (see "Plan" in
     docs/bundle-format.md). Recorded in every part's index of a split set, so any part alone tells
     which repositories each of its blobs belongs to."""
 
-    images: tuple[PlanImage, ...]
+    images: tuple[ImagePlan, ...]
 
-    def contents(self) -> list[PlanContent]:
+    def contents(self) -> list[Descriptor]:
         """Every content once, sorted by digest."""
         seen = {c.digest: c for i in self.images for c in (*i.manifests, *i.blobs)}
         return [seen[d] for d in sorted(seen)]
@@ -372,7 +346,7 @@ class BundlePlan:
         return {
             "media_types": types,
             "contents": [[c.digest, c.size, kind[c.media_type]] for c in contents],
-            "images": [{"repository": i.repository, "tags": list(i.tags),
+            "images": [{"repository": i.dst_repo, "tags": list(i.tags),
                         "manifests": [where[c.digest] for c in i.manifests],
                         "blobs": [where[c.digest] for c in i.blobs]} for i in self.images],
         }
@@ -386,11 +360,13 @@ def decode_plan(d: Any, what: str) -> BundlePlan:
             raise CorruptBundleError(f"{what}: malformed plan content {str(row)[:80]!r}")
         item = {"digest": row[0], "size": row[1], "type": row[2]}
         kind = types[_nat(item, "type", what, len(types) - 1)]
-        contents.append(PlanContent(_digest(item, "digest", what), _nat(item, "size", what), kind))
+        # checked above: built without validating each field again (a plan may list 100,000)
+        contents.append(Descriptor.model_construct(media_type=kind, digest=_digest(item, "digest", what),
+                                                   size=_nat(item, "size", what)))
     return BundlePlan(tuple(_plan_image(i, contents, what) for i in _get(d, "images", list, what)))
 
 
-def _plan_image(d: Any, contents: list[PlanContent], what: str) -> PlanImage:
+def _plan_image(d: Any, contents: list[Descriptor], what: str) -> ImagePlan:
     tags = _get(d, "tags", list, what)
     picks = [_get(d, key, list, what) for key in ("manifests", "blobs")]
     if not all(isinstance(t, str) for t in tags) or not picks[0]:
@@ -398,8 +374,8 @@ def _plan_image(d: Any, contents: list[PlanContent], what: str) -> PlanImage:
     for n in (n for pick in picks for n in pick):
         if not (isinstance(n, int) and not isinstance(n, bool) and 0 <= n < len(contents)):
             raise CorruptBundleError(f"{what}: plan image refers to content {str(n)[:20]!r}, which is not listed")
-    return PlanImage(_get(d, "repository", str, what), tuple(tags),
-                     tuple(contents[n] for n in picks[0]), tuple(contents[n] for n in picks[1]))
+    repo, manifests = _get(d, "repository", str, what), [contents[n] for n in picks[0]]
+    return ImagePlan(repo, repo, manifests[-1], list(tags), manifests, [contents[n] for n in picks[1]])
 
 
 @dataclass

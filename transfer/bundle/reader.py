@@ -15,10 +15,11 @@ from typing import BinaryIO
 from transfer.bundle import format as fmt
 from transfer.bundle.format import BundlePlan, CatalogEntry, ChunkEntry, IndexDoc
 from transfer.bundle.stream import ContentStream, PayloadReader, ScanResult, read_exact, read_record_header, scan_part
-from transfer.digest import VerifyingReader, is_digest
+from transfer.digest import VerifyingReader, digest_bytes, is_digest
 from transfer.errors import BundleError, CorruptBundleError, IntegrityError, NotFoundError
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor, parse_manifest
-from transfer.store import read_manifest
+from transfer.reports import BundleImage, BundleListing
+from transfer.store import Traits, read_manifest
 
 _PART_RE = re.compile(r"^(.*)\.(\d{3})$")
 
@@ -90,7 +91,7 @@ def read_index(fh: BinaryIO, size: int, what: str) -> tuple[IndexDoc, int]:
     if t.index_offset + h.length + h.stored_length != size - fmt.TRAILER_SIZE:
         raise CorruptBundleError(f"{what}: index record does not end at the trailer")
     data = read_exact(PayloadReader(fh, h.stored_length, h.payload_crc, f"{what} index"), h.stored_length, what)
-    if fmt.sha256(data) != h.digest or h.digest != "sha256:" + t.index_sha256.hex():
+    if digest_bytes(data) != h.digest or h.digest != "sha256:" + t.index_sha256.hex():
         raise CorruptBundleError(f"{what}: index checksum mismatch")
     doc = fmt.decode_index(data, t.index_offset, what)
     if doc.complete != bool(t.flags & fmt.TRAILER_COMPLETE):
@@ -112,7 +113,9 @@ class BundleInfo:
 
 
 class BundleReader:
-    """A bundle as a Source and Catalog (see transfer.store), plus random access by digest."""
+    """A bundle as a Source, Catalog and Partial (see transfer.store), plus random access by digest."""
+
+    traits = Traits()
 
     def __init__(self, path: str | os.PathLike[str], *, recover: bool = False) -> None:
         self.path = os.fspath(path)
@@ -303,6 +306,15 @@ class BundleReader:
                 view = parse_manifest(read_manifest(self, "", desc, MAX_MANIFEST_SIZE), desc.media_type, d)
                 todo.extend(c.digest for c in view.children())
         return sum(self.descriptor(d).size for d in seen)
+
+    def listing(self) -> BundleListing:
+        """The bundle's state and every image it records (what ``transfer ls --json`` prints)."""
+        images = [BundleImage(**e.to_json(), total_size=self.image_size(e.digest)) for e in self.entries]
+        return BundleListing(bundle=self.path, complete=self.info.complete, info=dict(self.info.__dict__), images=images)
+
+    def read(self, digest: str, limit: int = MAX_MANIFEST_SIZE) -> bytes:
+        """The verified bytes of a stored content of at most ``limit`` bytes (a manifest, a config)."""
+        return read_manifest(self, "", self.descriptor(digest), limit)
 
     def close(self) -> None:
         """Nothing stays open between calls; kept for the context manager and symmetry."""

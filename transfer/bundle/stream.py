@@ -16,7 +16,7 @@ import zstandard
 
 from transfer.bundle import format as fmt
 from transfer.bundle.format import CatalogEntry, ChunkEntry, IndexDoc, RecordHeader
-from transfer.digest import READ_SIZE, Readable
+from transfer.digest import READ_SIZE, Readable, digest_bytes
 from transfer.errors import BundleError, CorruptBundleError
 
 
@@ -238,7 +238,7 @@ def _scan_one(fh: BinaryIO, res: ScanResult, what: str) -> RecordHeader | None:
 
 def apply_small_record(doc: IndexDoc, h: RecordHeader, data: bytes, what: str) -> None:
     """Fold a meta, root or expect record into ``doc`` (used by scans and sequential readers)."""
-    if fmt.sha256(data) != h.digest:
+    if digest_bytes(data) != h.digest:
         raise CorruptBundleError(f"{what}: {fmt.RECORD_TYPES[h.type]} record digest mismatch")
     try:
         obj = json.loads(data)

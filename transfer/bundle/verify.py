@@ -3,8 +3,10 @@ index against its checksum, and every manifest's children present (or expected a
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field, computed_field
 
 from transfer.bundle.format import ChunkEntry
 from transfer.bundle.reader import BundleReader, LoadedPart
@@ -15,8 +17,7 @@ from transfer.models import MAX_MANIFEST_SIZE, parse_manifest
 from transfer.store import read_manifest
 
 
-@dataclass
-class Problem:
+class Problem(BaseModel):
     digest: str | None  # the content at fault, when one is
     message: str
 
@@ -24,26 +25,32 @@ class Problem:
         return f"{self.digest}: {self.message}" if self.digest else self.message
 
 
-@dataclass
-class VerifyReport:
-    path: str
-    problems: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # not errors: e.g. parts not present here
+class VerifyReport(BaseModel):
+    """What ``transfer.verify`` found; its JSON is what ``transfer verify --json`` prints."""
+
+    bundle: str
+    problems: list[Problem] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)  # not errors: e.g. parts not present here
     records: int = 0
     bytes: int = 0
     complete: bool = False
-    damaged_index: bool = False  # some part's index is missing or damaged (recover rebuilds it)
+    damaged_index: bool = Field(default=False, exclude=True)  # an index is missing or damaged (recover rebuilds it)
+    repaired_parts: list[int] = Field(default_factory=list, exclude=True)  # parts whose index --repair rebuilt
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
 
 
 def verify(path: str | os.PathLike[str]) -> VerifyReport:
     """Check the bundle at ``path``. Given one part ``NAME.00N`` of a split set, check that part's
     records (children found in other parts present count as present)."""
     reader = BundleReader(path, recover=True)
-    report = VerifyReport(reader.path, complete=reader.complete)
+    report = VerifyReport(bundle=reader.path, complete=reader.complete)
     only = reader.path if reader.split and reader.path != reader.base else None
     spanning: dict[str, Digester] = {}
     for part in reader.parts:
@@ -51,9 +58,9 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
             continue
         if part.index_problem:
             report.damaged_index = True
-            report.problems.append(Problem(None, f"index unusable: {part.index_problem}"))
+            report.problems.append(Problem(digest=None, message=f"index unusable: {part.index_problem}"))
         if part.scan and part.scan.problem:
-            report.problems.append(Problem(None, f"records after offset {part.scan.end} lost: {part.scan.problem}"))
+            report.problems.append(Problem(digest=None, message=f"records after offset {part.scan.end} lost: {part.scan.problem}"))
         for entry in sorted(part.doc.chunks, key=lambda c: c.offset):
             _check_chunk(part, entry, spanning, report)
     _check_completeness(reader, only, report)
@@ -73,7 +80,7 @@ def _check_chunk(part: LoadedPart, entry: ChunkEntry, spanning: dict[str, Digest
         finally:
             reader.close()
     except TransferError as exc:
-        report.problems.append(Problem(entry.digest, str(exc)))
+        report.problems.append(Problem(digest=entry.digest, message=str(exc)))
         return
     report.records += 1
     report.bytes += entry.chunk_length
@@ -82,7 +89,7 @@ def _check_chunk(part: LoadedPart, entry: ChunkEntry, spanning: dict[str, Digest
     if entry.chunk_offset + entry.chunk_length < entry.size:
         spanning[entry.digest] = digester
     elif digester.digest() != entry.digest:
-        report.problems.append(Problem(entry.digest, f"content does not match its digest (got {digester.digest()})"))
+        report.problems.append(Problem(digest=entry.digest, message=f"content does not match its digest (got {digester.digest()})"))
 
 
 def _check_completeness(reader: BundleReader, only: str | None, report: VerifyReport) -> None:
@@ -99,7 +106,7 @@ def _check_completeness(reader: BundleReader, only: str | None, report: VerifyRe
         if only:
             report.notes.append(f"INCOMPLETE: {why}")
         else:
-            report.problems.append(Problem(None, f"INCOMPLETE: {why}"))
+            report.problems.append(Problem(digest=None, message=f"INCOMPLETE: {why}"))
 
 
 def _check_graph(reader: BundleReader, report: VerifyReport, strict: bool) -> None:
@@ -107,7 +114,7 @@ def _check_graph(reader: BundleReader, report: VerifyReport, strict: bool) -> No
     expected = {d.digest for d in reader.expected}
     for entry in reader.entries:
         if not reader.has(entry.digest):
-            _missing(report, strict, Problem(entry.digest, f"root {entry.repository}:{entry.tag or entry.digest} is not in the bundle"))
+            _missing(report, strict, Problem(digest=entry.digest, message=f"root {entry.repository}:{entry.tag or entry.digest} is not in the bundle"))
     for digest in reader.digests():
         desc = reader.descriptor(digest)
         if not desc.is_manifest or not reader.has(digest):
@@ -115,11 +122,11 @@ def _check_graph(reader: BundleReader, report: VerifyReport, strict: bool) -> No
         try:
             view = parse_manifest(read_manifest(reader, "", desc, MAX_MANIFEST_SIZE), desc.media_type, digest)
         except TransferError as exc:
-            report.problems.append(Problem(digest, f"manifest unreadable: {exc}"))
+            report.problems.append(Problem(digest=digest, message=f"manifest unreadable: {exc}"))
             continue
         for child in view.children():
             if not reader.has(child.digest) and child.digest not in expected:
-                _missing(report, strict, Problem(child.digest, f"missing: referenced by manifest {digest}"))
+                _missing(report, strict, Problem(digest=child.digest, message=f"missing: referenced by manifest {digest}"))
 
 
 def _missing(report: VerifyReport, strict: bool, problem: Problem) -> None:

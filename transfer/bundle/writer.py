@@ -25,11 +25,11 @@ from transfer.bundle import format as fmt
 from transfer.bundle.format import BundlePlan, CatalogEntry, ChunkEntry, IndexDoc, RecordHeader
 from transfer.bundle.reader import LoadedPart, find_parts, load_part
 from transfer.bundle.stream import ContentStream
-from transfer.digest import READ_SIZE, Readable, VerifyingReader
+from transfer.digest import READ_SIZE, Readable, VerifyingReader, digest_bytes
 from transfer.errors import BundleError, UnsupportedManifestError
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor, Platform, parse_manifest
 from transfer.reference import validate_repository, validate_tag
-from transfer.store import BlobOpener
+from transfer.store import BlobOpener, Traits
 
 MIN_SPLIT_SIZE = 64 << 10
 ZSTD_MARGIN = 160  # frame end, block headers and the compress bound's constant term
@@ -149,7 +149,7 @@ def append_index(fh: BinaryIO, doc: IndexDoc) -> int:
     """Write the index record and trailer at the current position, end the file there and sync
     it; return the file's size."""
     data = fmt.encode_index(doc)
-    digest = fmt.sha256(data)
+    digest = digest_bytes(data)
     start = fh.tell()
     h = RecordHeader(fmt.INDEX, fmt.NONE, digest, fmt.INDEX_TYPE, len(data), 0, len(data), len(data), zlib.crc32(data))
     flags = fmt.TRAILER_COMPLETE | fmt.TRAILER_FINAL if doc.complete else 0
@@ -164,7 +164,7 @@ def append_index(fh: BinaryIO, doc: IndexDoc) -> int:
 class BundleWriter:
     """Writes a bundle (see docs/bundle-format.md); implements transfer.store.Target."""
 
-    blobs_per_repository = False  # one copy serves every repository (the copier dedupes by digest)
+    traits = Traits(blobs_per_repository=False)  # one copy serves every repository; one push at a time
 
     def __init__(
         self,
@@ -342,7 +342,7 @@ class BundleWriter:
 
     def _write_small(self, rtype: int, media_type: str, obj: Any, index_growth: int) -> None:
         data = fmt.dumps(obj)
-        h = RecordHeader(rtype, fmt.NONE, fmt.sha256(data), media_type, len(data), 0, len(data), len(data), zlib.crc32(data))
+        h = RecordHeader(rtype, fmt.NONE, digest_bytes(data), media_type, len(data), 0, len(data), len(data), zlib.crc32(data))
         if rtype != fmt.META:
             self._ensure_room(h.length + len(data) + index_growth)
         self._part.fh.write(fmt.encode_record_header(h) + data)

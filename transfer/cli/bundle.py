@@ -9,7 +9,8 @@ import textwrap
 from typing import Any
 
 from transfer.bundle import BundleReader, rewrite_index
-from transfer.bundle.verify import VerifyReport, verify
+from transfer.bundle.verify import VerifyReport
+from transfer.sizes import format_size
 
 BUNDLE_HELP = "the bundle file, a split set's name (NAME for NAME.001, NAME.002, ...) or one part NAME.00N"
 
@@ -57,15 +58,6 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
                                     help="mark the recovered bundle complete (only if you know the export had finished)")
 
 
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
 def _status(reader: BundleReader) -> str:
     info = reader.info
     if info.complete:
@@ -75,19 +67,17 @@ def _status(reader: BundleReader) -> str:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     with BundleReader(args.bundle, recover=True) as reader:  # a damaged index: list what the records hold
-        info = reader.info
-        rows = [(e, reader.image_size(e.digest)) for e in reader.entries]
+        info, listing = reader.info, reader.listing()
         if args.json:
-            images = [dict(e.to_json(), total_size=size) for e, size in rows]
-            print(json.dumps({"bundle": reader.path, "complete": info.complete, "info": info.__dict__,
-                              "images": images}, indent=2))
+            print(listing.to_json())
             return 0
         parts = f", parts {','.join(map(str, info.parts_present))} of {info.parts_expected or '?'}" if info.split else ""
         print(f"{reader.path}: {_status(reader)}")
         print(f"created {info.created} by transfer {info.tool_version} from {info.source_registry or '(unknown)'}{parts}")
         table = [("REPOSITORY", "TAG", "DIGEST", "PLATFORMS", "SIZE")]
-        for e, size in rows:
-            table.append((e.repository, e.tag or "<none>", e.digest[:19], ",".join(e.platforms) or "-", _human(size)))
+        for e in listing.images:
+            table.append((e.repository, e.tag or "<none>", e.digest[:19], ",".join(e.platforms) or "-",
+                          format_size(e.total_size)))
         widths = [max(len(r[i]) for r in table) for i in range(5)]
         for r in table:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -95,17 +85,15 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    report = verify(args.bundle)
+    import transfer.api
+
+    report = transfer.api.verify(args.bundle, repair=args.repair)
     if args.json:
-        print(json.dumps({"bundle": report.path, "ok": report.ok, "complete": report.complete,
-                          "records": report.records, "bytes": report.bytes, "notes": report.notes,
-                          "problems": [{"digest": p.digest, "message": p.message} for p in report.problems]}, indent=2))
+        print(report.to_json())
     else:
         _print_report(report, args.quiet)
-    if args.repair and report.damaged_index:
-        summary = rewrite_index(args.bundle)
-        if not args.quiet and not args.json:
-            print(f"repaired: wrote a new index for part(s) {', '.join(map(str, summary['parts']))}")
+    if report.repaired_parts and not args.quiet and not args.json:
+        print(f"repaired: wrote a new index for part(s) {', '.join(map(str, report.repaired_parts))}")
     return 0 if report.ok else 1
 
 
@@ -118,7 +106,7 @@ def _print_report(report: VerifyReport, quiet: bool) -> None:
         print(f"note: {note}")
     verdict = "OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
     state = "complete" if report.complete else "INCOMPLETE"
-    print(f"{report.path}: {verdict}; {report.records} records, {_human(report.bytes)} checked; bundle {state}")
+    print(f"{report.bundle}: {verdict}; {report.records} records, {format_size(report.bytes)} checked; bundle {state}")
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -131,7 +119,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         return 0
     for problem in summary["problems"]:
         print(f"found: {problem}")
-    print(f"recovered {summary['records']} complete records, dropped {_human(summary['dropped_bytes'])} of torn tail; "
+    print(f"recovered {summary['records']} complete records, dropped {format_size(summary['dropped_bytes'])} of torn tail; "
           f"wrote a new index for part(s) {', '.join(map(str, summary['parts']))}"
           + ("" if args.mark_complete else " (marked incomplete: run the export again to finish it)"))
     return 0

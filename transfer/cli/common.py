@@ -1,35 +1,30 @@
 """What the transfer commands (export, import, copy, inventory, unpack) share: option groups,
-signal handling, upload stores and output."""
+signal handling, running a job of the API (transfer.api) and printing its report."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import sys
 from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
 
-from transfer.cli.progress import human
-from transfer.cli.remote import registry_client
-from transfer.copy import CopyStats, ImagePlan
-from transfer.errors import TransferError, UsageError
+from transfer.cli.progress import close_progress, make_progress
+from transfer.errors import IncompleteError, TransferError, UsageError
 from transfer.interrupt import STOP
-from transfer.models import Platform
-from transfer.registry import RegistryStore
-from transfer.registry.journal import UploadJournal
-from transfer.registry.upload import CHUNK_SECONDS, ChunkedUploader, load_registry_settings
+from transfer.options import DEFAULT_JOBS, RegistryAccess
+from transfer.progress import Progress
+from transfer.registry.upload import CHUNK_SECONDS
+from transfer.reports import CopyCounts, ImportReport, Report
 from transfer.sizes import format_size, parse_size
 
-
-DEFAULT_JOBS = 4
-JOURNAL_MAX_AGE = 7 * 24 * 3600  # distribution purges unfinished uploads after 168 h
+R = TypeVar("R", bound=Report)
 
 
 @contextmanager
-def stop_on_signals(resume_hint: str):
+def stop_on_signals(resume_hint: str) -> Iterator[None]:
     """SIGINT/SIGTERM ask the work to stop at the next safe point (state saved), then exit 130."""
-    def handler(signum, frame):
+    def handler(signum: int, frame: object) -> None:
         if STOP.is_set():
             raise KeyboardInterrupt
         STOP.set()
@@ -44,60 +39,61 @@ def stop_on_signals(resume_hint: str):
         STOP.clear()
 
 
-def parse_platforms(values: list[str] | None) -> list[Platform] | None:
+def run_job(args: argparse.Namespace, title: str, resume_hint: str, job: Callable[[Progress], R],
+            render: Callable[[R], list[str]]) -> int:
+    """Run one job of the API with progress drawn for ``args`` and SIGINT/SIGTERM asking it to stop
+    at a safe point; print its report (lines, or JSON with --json), also when it did not finish."""
+    progress = make_progress(args, title)
     try:
-        return [Platform.parse(v) for v in values] if values else None
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        with stop_on_signals(resume_hint):
+            try:
+                report = job(progress)
+            finally:
+                close_progress(progress)
+    except IncompleteError as exc:
+        emit(args, exc.report, render(exc.report))
+        raise
+    emit(args, report, render(report))
+    return 0
 
 
-def emit(args, summary: dict, lines: list[str]) -> None:
+def emit(args: argparse.Namespace, report: Any, lines: list[str]) -> None:
     if args.json:
-        print(json.dumps(summary, indent=2, sort_keys=True))
+        print(report.to_json())
     elif not args.quiet:
         for line in lines:
             print(line)
 
 
-def summary_lines(verb: str, stats: CopyStats, seconds: float) -> list[str]:
+def summary_lines(verb: str, stats: CopyCounts) -> list[str]:
+    seconds = stats.seconds
     rate = stats.bytes_copied / seconds if seconds > 0 else 0
     lines = [f"{verb} {stats.images} image(s): {stats.blobs_copied} blob(s) copied "
-             f"({human(stats.bytes_copied)}, {human(rate)}/s), {stats.blobs_skipped} blob(s) "
-             f"already present ({human(stats.bytes_skipped)}), {stats.manifests_copied} manifest(s), "
+             f"({format_size(stats.bytes_copied)}, {format_size(int(rate))}/s), {stats.blobs_skipped} blob(s) "
+             f"already present ({format_size(stats.bytes_skipped)}), {stats.manifests_copied} manifest(s), "
              f"{stats.tags_written} tag(s) in {seconds:.1f}s"]
-    lines += [f"FAILED {image}: {error}" for image, error in stats.failures]
+    lines += [f"FAILED {f.image}: {f.error}" for f in stats.failures]
     return lines
 
 
-def platform_notes(plans: list[ImagePlan]) -> list[str]:
-    return [f"{p.label}: --platform keeps a subset, so the root digest changes from {p.original_root} "
-            f"to {p.root.digest}" for p in plans if p.original_root]
+def upload_lines(report: ImportReport | Any) -> list[str]:
+    """What the uploader did, for people (resumes, mounts)."""
+    up, lines = report.upload, []
+    if up.mounted:
+        lines.append(f"mounted {up.mounted} blob(s) from other repositories instead of uploading them")
+    if up.bytes_resumed or up.blobs_restarted:
+        lines.append(f"resumed {up.blobs_resumed} blob(s) from the journal: {format_size(up.bytes_resumed)} "
+                     f"not sent again; {up.blobs_restarted} blob restart(s)")
+    return lines
 
 
-def default_journal() -> str:
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state, "transfer", "uploads.json")
+def upload_options(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(chunk_size=args.chunk_size or None, registry_config=args.registry_config, journal=args.journal)
 
 
-def upload_store(args, host: str, source_id: str) -> RegistryStore:
-    """A registry store whose blob pushes are chunked and resumable through the journal."""
-    settings = load_registry_settings(args.registry_config) if args.registry_config else None
-    journal = UploadJournal(args.journal or default_journal())
-    journal.prune(JOURNAL_MAX_AGE)
-    uploader = ChunkedUploader(args.chunk_size or None, settings=settings, journal=journal,
-                               source=source_id)
-    return RegistryStore(registry_client(args, host), uploader=uploader)
-
-
-def upload_summary(store: RegistryStore) -> tuple[dict, list[str]]:
-    stats = store.uploader.stats
-    lines = []
-    if store.mounted:
-        lines.append(f"mounted {store.mounted} blob(s) from other repositories instead of uploading them")
-    if stats.bytes_resumed or stats.blobs_restarted:
-        lines.append(f"resumed {stats.blobs_resumed} blob(s) from the journal: {format_size(stats.bytes_resumed)} "
-                     f"not sent again; {stats.blobs_restarted} blob restart(s)")
-    return {"upload": dict(stats.__dict__, mounted=store.mounted)}, lines
+def selection_options(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(include=args.include, exclude=args.exclude, tags=args.tags, platforms=args.platform or [],
+                referrers=not args.no_referrers, jobs=args.jobs, keep_going=args.keep_going)
 
 
 def size_arg(text: str) -> int:
@@ -140,3 +136,22 @@ def add_transfer_options(p: argparse.ArgumentParser) -> None:
                    help=f"parallel blob transfers (default {DEFAULT_JOBS})")
     p.add_argument("--keep-going", action="store_true",
                    help="carry on past a failing image, list the failures at the end (exit 1)")
+
+
+def options(cls: type[Any], **fields: Any) -> Any:
+    """The job's options from the command line's values; a value out of range is a usage error."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
+        raise UsageError(f"invalid {name}: {first['msg']}") from None
+
+
+def access(args: argparse.Namespace) -> RegistryAccess:
+    """Credentials and trust from the registry options (see transfer.cli.remote)."""
+    from transfer.cli.remote import registry_access
+
+    return registry_access(args)

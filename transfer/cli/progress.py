@@ -8,17 +8,10 @@ import threading
 import time
 
 from transfer.progress import NullProgress, Progress
+from transfer.sizes import format_size
 
 BAR_MIN_BYTES = 4 << 20  # blobs smaller than this get no bar of their own
 MAX_BARS = 4
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 class TqdmProgress:
@@ -104,7 +97,7 @@ class LineProgress:
     def _line(self, now: float) -> None:
         rate = self._done / max(now - self._start, 1e-6)
         eta = (self._total - self._done) / rate if rate > 0 else 0
-        print(f"{self._title}: {human(self._done)} of {human(self._total)}, {human(rate)}/s, "
+        print(f"{self._title}: {format_size(self._done)} of {format_size(self._total)}, {format_size(int(rate))}/s, "
               f"eta {eta:.0f}s", file=self._stream, flush=True)
 
     def skipped(self, key: str, total: int, reason: str = "") -> None:

@@ -1,8 +1,7 @@
 """Commands that talk to a registry directly: ``ls-remote``, ``login``, ``logout``.
 
-Also the registry options shared with export/import (``registry_options()``) and the functions
-that build a configured client or store from parsed arguments (``registry_client``,
-``registry_store``).
+Also the registry options shared with export/import (``registry_options()``) and how they become
+a ``transfer.options.RegistryAccess`` (``registry_access``).
 """
 
 from __future__ import annotations
@@ -14,7 +13,8 @@ import sys
 
 from transfer.errors import UsageError
 from transfer.reference import RegistryPath
-from transfer.registry import Credentials, RegistryClient, RegistryStore, resolve_credentials, tls_policy
+from transfer.options import RegistryAccess
+from transfer.registry import Credentials, RegistryClient, tls_policy
 from transfer.registry.credentials import erase_credentials, store_credentials
 
 CREDENTIALS_HELP = """\
@@ -59,34 +59,20 @@ def read_password(args: argparse.Namespace) -> str | None:
     return args._password
 
 
-def explicit_credentials(args: argparse.Namespace) -> Credentials | None:
+def registry_access(args: argparse.Namespace) -> RegistryAccess:
+    """Credentials and trust as the registry options in ``args`` say (transfer.options.RegistryAccess)."""
     username, password = getattr(args, "username", None), read_password(args)
     if password is not None and not username:
         raise UsageError("--password-stdin needs --username")
     if username and password is None:
         raise UsageError("--username needs --password-stdin (or use 'transfer login')")
-    return Credentials(username=username, password=password, source="command line") if username else None
-
-
-def registry_client(args: argparse.Namespace, host: str, *, named: bool = True) -> RegistryClient:
-    """A client for ``host`` (``host[:port]``, Docker Hub names allowed) configured by the
-    registry options in ``args``. ``named``: the user named this host (TRANSFER_* env applies)."""
-    target = RegistryPath.parse(host)
-    auth_file = getattr(args, "auth_file", None)
-    creds = resolve_credentials(target.registry, explicit=explicit_credentials(args) if named else None,
-                                named=named, auth_file=auth_file)
-    tls = tls_policy(target.endpoint, ca_cert=getattr(args, "ca_cert", None),
-                     insecure=bool(getattr(args, "insecure", False)))
-    return RegistryClient(target.endpoint, credentials=creds, tls=tls)
-
-
-def registry_store(args: argparse.Namespace, host: str, *, named: bool = True) -> RegistryStore:
-    return RegistryStore(registry_client(args, host, named=named))
+    return RegistryAccess(username=username, password=password, auth_file=getattr(args, "auth_file", None),
+                          ca_cert=getattr(args, "ca_cert", None), insecure=bool(getattr(args, "insecure", False)))
 
 
 def cmd_ls_remote(args: argparse.Namespace) -> int:
     target = RegistryPath.parse(args.location)
-    with registry_client(args, args.location) as client:
+    with registry_access(args).client(args.location) as client:
         if target.path:
             tags = client.tags(target.path)
             result: dict = {"registry": target.registry, "repository": target.path, "tags": tags}

@@ -16,13 +16,9 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from transfer.errors import TransferError
+from transfer.errors import JournalError
 
 JOURNAL_VERSION = 1
-
-
-class JournalError(TransferError):
-    """The journal file cannot be read or written."""
 
 
 @dataclass(frozen=True)

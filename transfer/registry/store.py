@@ -17,7 +17,7 @@ from transfer.models import MANIFEST_TYPES, MAX_MANIFEST_SIZE, SCHEMA1_TYPES, De
 from transfer.errors import NotFoundError, TransferError, UnsupportedManifestError
 from transfer.registry.client import RegistryClient, UploadStatus
 from transfer.registry.upload import OpenAt, RangeUpload
-from transfer.store import BlobOpener
+from transfer.store import BlobOpener, Traits
 
 MANIFEST_CACHE = 64  # recently pushed manifests kept for tag() (each at most MAX_MANIFEST_SIZE)
 
@@ -51,8 +51,9 @@ class MonolithicUploader:
 class RegistryStore:
     """Source, Target and Catalog over one registry (``client.host``)."""
 
-    concurrent_push = True  # blobs may be pushed from several threads at once
-    network_source = True  # reads may stall: uploads elsewhere spool its chunks (see _BlobCursor)
+    # blobs may be pushed from several threads at once, each repository holds its own; reads may
+    # stall (uploads elsewhere spool its chunks, see _BlobCursor)
+    traits = Traits(concurrent_push=True, blobs_per_repository=True, may_stall=True)
 
     def __init__(self, client: RegistryClient, *, uploader: BlobUploader | None = None) -> None:
         self.client = client

@@ -1,9 +1,9 @@
-"""Export: what to take from a source store, as image plans for transfer.copy.
+"""Selection: what to take from a source store, as image plans for the copy engine.
 
 Selecting is kept apart from moving: ``select_images`` turns references, ``--all-tags`` and catalog
 filters into (repository, tag-or-digest) pairs; ``plan_exports`` reads their manifests, adds
 referrers (cosign-style tags and the OCI referrers API), and returns plans the copier runs into a
-bundle.
+bundle (or a registry, for copy).
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 
-from transfer.bundle.format import BundlePlan, PlanContent, PlanImage
-from transfer.copy import ImagePlan, plan_image
 from transfer.digest import is_digest
 from transfer.errors import NotFoundError, TransferError, UsageError
 from transfer.models import Descriptor, Platform, referrers_tag
-from transfer.store import Source
+from transfer.store import ImagePlan, Referrers, Source, plan_image
 
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
 MAX_REFERRER_DEPTH = 3
@@ -111,8 +109,8 @@ def _referrer_plans(src: Source, plans: list[ImagePlan], tag_cache: dict[str, se
     for _ in range(MAX_REFERRER_DEPTH):
         found = []
         for plan in frontier:
-            for digest in plan.manifests:
-                found += _referrers_of(src, plan.src_repo, digest, tag_cache, seen)
+            for manifest in plan.manifests:
+                found += _referrers_of(src, plan.src_repo, manifest.digest, tag_cache, seen)
         frontier = found
         out += found
         if not found:
@@ -134,9 +132,8 @@ def _referrers_of(src: Source, repo: str, digest: str, tag_cache: dict[str, set[
         if tag in tags:
             desc = src.resolve(repo, tag)
             found += _new_plan(src, repo, desc, [tag], seen, f"{repo}:{tag}")
-    api = getattr(src, "referrers", None)
-    if api:
-        for desc in api(repo, digest):
+    if isinstance(src, Referrers):
+        for desc in src.referrers(repo, digest):
             found += _new_plan(src, repo, desc, [], seen, f"{repo}@{desc.digest} (referrer)")
     return found
 
@@ -146,19 +143,6 @@ def _new_plan(src: Source, repo: str, desc: Descriptor, tags: list[str], seen: s
         return []
     seen.add(desc.digest)
     return [plan_image(src, repo, desc, tags=tags, label=label)]
-
-
-def bundle_plan(plans: list[ImagePlan]) -> BundlePlan:
-    """The plans as a bundle records them: per image its repository, tags, manifests (children
-    first, the root last) and blobs."""
-    def content(desc: Descriptor) -> PlanContent:
-        return PlanContent(desc.digest, desc.size, desc.media_type)
-
-    return BundlePlan(tuple(
-        PlanImage(p.dst_repo, tuple(p.tags), tuple(content(d) for d, _ in p.manifests.values()),
-                  tuple(content(b) for b in p.blobs))
-        for p in plans
-    ))
 
 
 def parse_reference_file(path: str) -> list[str]:
@@ -184,3 +168,17 @@ def declare_expected(writer, plans: list[ImagePlan], have: dict[str, set[str]]) 
             writer.expect(blob)
             count += 1
     return count
+
+
+def parse_platforms(values: list[str] | None) -> list[Platform] | None:
+    """``["linux/amd64", ...]`` as platforms (None for none given: every platform)."""
+    try:
+        return [Platform.parse(v) for v in values] if values else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def platform_notes(plans: list[ImagePlan]) -> list[str]:
+    """One line per image whose root digest --platform changed."""
+    return [f"{p.label}: --platform keeps a subset, so the root digest changes from {p.original_root} "
+            f"to {p.root.digest}" for p in plans if p.original_root]

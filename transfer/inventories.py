@@ -7,25 +7,18 @@ a blob per repository, so a blob held elsewhere at the destination would still b
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import tempfile
 from datetime import datetime, timezone
 
 from transfer import __version__
-from transfer.copy import plan_image
 from transfer.errors import NotFoundError, UsageError
 from transfer.reference import RegistryPath
-from transfer.store import Source
+from transfer.selection import CatalogFilter
+from transfer.store import Source, plan_image
 
 FORMAT = "transfer-inventory/1"
-
-
-def _wanted(repo: str, include: list[str], exclude: list[str]) -> bool:
-    if include and not any(fnmatch.fnmatchcase(repo, g) for g in include):
-        return False
-    return not any(fnmatch.fnmatchcase(repo, g) for g in exclude)
 
 
 def build_inventory(store: Source, target: RegistryPath, *, include: list[str] | None = None,
@@ -35,8 +28,9 @@ def build_inventory(store: Source, target: RegistryPath, *, include: list[str] |
     inventory: dict = {"format": FORMAT, "registry": target.registry, "tool_version": __version__,
                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "repositories": {}, "blobs": {}}
+    wanted = CatalogFilter(include or [], exclude or [])
     for repo in repos:
-        if _wanted(repo, include or [], exclude or []):
+        if wanted.repository_ok(repo):
             _add_repository(store, repo, inventory)
     inventory["blobs"] = {d: sorted(r) for d, r in sorted(inventory["blobs"].items())}
     return inventory
@@ -53,7 +47,7 @@ def _add_repository(store: Source, repo: str, inventory: dict) -> None:
         root = store.resolve(repo, tag)
         entry["tags"][tag] = root.digest
         plan = plan_image(store, repo, root, label=f"{repo}:{tag}")
-        manifests.update(plan.manifests)
+        manifests.update(m.digest for m in plan.manifests)
         for blob in plan.blobs:
             inventory["blobs"].setdefault(blob.digest, set()).add(repo)
     entry["manifests"] = sorted(manifests)

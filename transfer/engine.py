@@ -1,50 +1,32 @@
 """The one copy algorithm, over any two stores (transfer.store).
 
-``plan_image`` reads an image's manifests from a source (exact bytes, verified) and lists every
-blob it needs; ``execute`` moves a set of plans children first: blobs (in parallel, skipping what the
-target has), then child manifests by digest, then roots, then tags. A manifest is never pushed before
-everything it references is present, so an interrupted run leaves nothing dangling, and running the
-same copy again is the resume: finished work is skipped by digest.
+``Copier.execute`` moves a set of image plans (``transfer.store.plan_image``) children first: blobs
+(in parallel where the target takes it, skipping what the target has), then child manifests by
+digest, then roots, then tags. A manifest is never pushed before everything it references is
+present, so an interrupted run leaves nothing dangling, and running the same copy again is the
+resume: finished work is skipped by digest.
+
+A source that holds only some content now (``transfer.store.Partial``: the parts of a split bundle
+that have arrived) is the same algorithm with a gate: content not there holds its image back, and
+the image is reported as waiting for it instead of failing.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
-from transfer.digest import READ_SIZE, VerifyingReader, digest_bytes
+from transfer.digest import READ_SIZE, VerifyingReader
 from transfer.errors import TransferError, TransferInterrupted
 from transfer.interrupt import STOP, check as check_stop
-from transfer.models import MAX_MANIFEST_SIZE, Descriptor, ManifestView, Platform, parse_manifest
+from transfer.models import MAX_MANIFEST_SIZE, Descriptor
 from transfer.progress import NullProgress, Progress
-from transfer.store import Source, Target, read_manifest
+from transfer.store import BlobOpener, ImagePlan, Partial, RootRecorder, Source, Target, read_manifest
 
 PREFETCH_MAX = 8 << 20  # blobs up to this size are fetched ahead in parallel for one-at-a-time targets
-
-
-@dataclass
-class ImagePlan:
-    """One root manifest to copy from ``src_repo`` to ``dst_repo`` under ``tags``."""
-
-    src_repo: str
-    dst_repo: str
-    root: Descriptor
-    tags: list[str]
-    manifests: dict[str, tuple[Descriptor, bytes]] = field(default_factory=dict)  # children first
-    blobs: list[Descriptor] = field(default_factory=list)
-    label: str = ""
-    original_root: str | None = None  # set when platform filtering made a new root
-
-    def views(self) -> dict[str, ManifestView]:
-        return {d: parse_manifest(raw, desc.media_type, f"manifest {d}") for d, (desc, raw) in self.manifests.items()}
-
-    @property
-    def blob_bytes(self) -> int:
-        return sum(b.size for b in self.blobs)
 
 
 @dataclass
@@ -58,65 +40,8 @@ class CopyStats:
     bytes_skipped: int = 0
     tags_written: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (image label, error)
-
-    def as_dict(self) -> dict:
-        d = dict(self.__dict__)
-        d["failures"] = [{"image": i, "error": e} for i, e in self.failures]
-        return d
-
-
-def plan_image(
-    src: Source,
-    src_repo: str,
-    root: Descriptor,
-    *,
-    dst_repo: str | None = None,
-    tags: list[str] | None = None,
-    platforms: list[Platform] | None = None,
-    label: str = "",
-) -> ImagePlan:
-    """Read the manifest graph under ``root`` and list what a copy must move."""
-    plan = ImagePlan(src_repo, dst_repo or src_repo, root, list(tags or []), label=label or root.digest)
-    raw = read_manifest(src, src_repo, root, MAX_MANIFEST_SIZE)
-    view = parse_manifest(raw, root.media_type, f"{plan.label} ({root.digest})")
-    if view.is_index and platforms:
-        root, raw, view = _filter_platforms(plan, root, raw, view, platforms)
-    _walk(src, src_repo, root, raw, view, plan, depth=0)
-    return plan
-
-
-def _walk(src: Source, repo: str, desc: Descriptor, raw: bytes, view: ManifestView, plan: ImagePlan, depth: int) -> None:
-    if depth > 4:
-        raise TransferError(f"{plan.label}: manifest nesting deeper than 4 levels at {desc.digest}")
-    for child in view.children():
-        if child.is_manifest:
-            if child.digest in plan.manifests:
-                continue
-            child_raw = read_manifest(src, repo, child, MAX_MANIFEST_SIZE)
-            child_view = parse_manifest(child_raw, child.media_type, f"{plan.label} child {child.digest}")
-            _walk(src, repo, child, child_raw, child_view, plan, depth + 1)
-        elif all(b.digest != child.digest for b in plan.blobs):
-            plan.blobs.append(child)
-    plan.manifests[desc.digest] = (desc, raw)
-
-
-def _filter_platforms(
-    plan: ImagePlan, root: Descriptor, raw: bytes, view: ManifestView, wanted: list[Platform]
-) -> tuple[Descriptor, bytes, ManifestView]:
-    """Keep only the index entries matching ``wanted``; a changed index is a new manifest."""
-    kept = [m for m in view.manifests if m.platform and any(m.platform.matches(w) for w in wanted)]
-    if not kept:
-        have = ", ".join(str(m.platform) for m in view.manifests if m.platform) or "none"
-        raise TransferError(f"{plan.label}: no platform matches {', '.join(map(str, wanted))} (index has {have})")
-    if len(kept) == len(view.manifests):
-        return root, raw, view
-    doc = json.loads(raw)
-    kept_digests = {m.digest for m in kept}
-    doc["manifests"] = [m for m in doc["manifests"] if m.get("digest") in kept_digests]
-    new_raw = json.dumps(doc, indent=3 if raw.startswith(b"{\n") else None).encode()
-    new_root = Descriptor(mediaType=root.media_type, digest=digest_bytes(new_raw), size=len(new_raw))
-    plan.original_root, plan.root = root.digest, new_root
-    return new_root, new_raw, parse_manifest(new_raw, root.media_type)
+    waiting: list[tuple[str, str]] = field(default_factory=list)  # (image label, what it waits for)
+    complete: list[str] = field(default_factory=list)  # labels of the images finished at the target
 
 
 class _ProgressReader:
@@ -143,11 +68,10 @@ class _ProgressReader:
 
     @property
     def unverified(self) -> bool:
-        return bool(getattr(self._raw, "unverified", False))
+        return self._raw.unverified
 
     def _go(self, method: str, offset: int) -> bool:
-        call = getattr(self._raw, method, None)
-        if call is None or not call(offset):
+        if not (self._raw.rewind if method == "rewind" else self._raw.skip_unverified)(offset):
             return False
         self._progress.advance(self._key, offset - self.count)
         self.count = offset
@@ -169,7 +93,7 @@ class _ProgressReader:
         self.close()
 
 
-def bytes_opener(desc: Descriptor, raw: bytes):
+def bytes_opener(desc: Descriptor, raw: bytes) -> BlobOpener:
     """A BlobOpener over bytes already in memory (a manifest, a prefetched small blob)."""
     kind = "manifest" if desc.is_manifest else "blob"
     return lambda: VerifyingReader(io.BytesIO(raw), desc.digest, desc.size, f"{kind} {desc.digest}")
@@ -187,19 +111,28 @@ def parallel_map(fn: Callable[[T], R], items: list[T], jobs: int) -> list[R]:
         return list(pool.map(fn, items))
 
 
+
 class Copier:
-    """Runs plans against one source and one target."""
+    """Runs plans against one source and one target.
+
+    ``tagged``: (target repository, tag) pairs already known to point at their plan's root (an
+    import asked before it began); they are not written again.
+    """
 
     def __init__(self, src: Source, dst: Target, *, progress: Progress | None = None, jobs: int = 4,
-                 keep_going: bool = False) -> None:
+                 keep_going: bool = False, tagged: Iterable[tuple[str, str]] = ()) -> None:
         self.src, self.dst = src, dst
         self.progress = progress or NullProgress()
-        # Parallel pushes only into targets that say they take them (a bundle appends to one file).
-        self.jobs = max(1, jobs if getattr(dst, "concurrent_push", False) else 1)
+        # Parallel pushes only into targets that take them (a bundle appends to one file).
+        self.jobs = max(1, jobs if dst.traits.concurrent_push else 1)
         self.keep_going = keep_going
+        self.tagged = set(tagged)
         self.stats = CopyStats()
+        self._partial = src if isinstance(src, Partial) else None
+        self._roots = dst if isinstance(dst, RootRecorder) else None
         self._lock = threading.Lock()
         self._failed_blobs: dict[str, str] = {}
+        self._waiting_blobs: set[tuple[str, str]] = set()  # (repository key, digest) not at the source yet
         self._manifest_locks: dict[tuple[str, str], threading.Lock] = {}
 
     def execute(self, plans: list[ImagePlan]) -> CopyStats:
@@ -212,32 +145,40 @@ class Copier:
                 self._finish_image(plan)
         return self.stats
 
+    def _available(self, digest: str) -> bool:
+        """The source can give the whole content now (always, but for a Partial source)."""
+        return self._partial is None or self._partial.has(digest)
+
     def _unique_blobs(self, plans: list[ImagePlan]) -> list[tuple[ImagePlan, Descriptor]]:
         """Each blob once per repository, or once at all where the target keeps one copy for
-        every repository (``blobs_per_repository = False``: a bundle, a layout)."""
-        per_repo = getattr(self.dst, "blobs_per_repository", True)
+        every repository (a bundle, a layout)."""
         seen: set[tuple[str, str]] = set()
         out = []
         for plan in plans:
             for blob in plan.blobs:
-                key = (plan.dst_repo if per_repo else "", blob.digest)
+                key = self._key(plan, blob)
                 if key not in seen:
                     seen.add(key)
                     out.append((plan, blob))
         return out
+
+    def _key(self, plan: ImagePlan, blob: Descriptor) -> tuple[str, str]:
+        return (plan.dst_repo if self.dst.traits.blobs_per_repository else "", blob.digest)
 
     def _copy_blobs(self, blobs: list[tuple[ImagePlan, Descriptor]]) -> None:
         todo = []
         for (plan, blob), present in zip(blobs, self._presence(blobs)):
             if present:
                 self._count_skip(blob, manifest=False)
+            elif not self._available(blob.digest):
+                self._waiting_blobs.add(self._key(plan, blob))
             else:
                 self.progress.planned(blob.digest, blob.size, blob.short())
                 todo.append((plan, blob))
         if self.jobs == 1:
             for plan, blob in todo:
                 self._guard(plan, blob, self._copy_blob)
-        elif getattr(self.dst, "concurrent_push", False):
+        elif self.dst.traits.concurrent_push:
             self._in_pool(lambda pool: [pool.submit(self._copy_group, group) for group in self._by_blob(todo)])
         else:
             self._in_pool(lambda pool: self._push_in_order(pool, todo))
@@ -260,11 +201,11 @@ class Copier:
         """Which blobs the target has; asked in parallel where the target allows it (HEADs)."""
         return parallel_map(lambda item: self.dst.exists(item[0].dst_repo, item[1]), blobs, self.jobs)
 
-    def _in_pool(self, submit) -> None:
+    def _in_pool(self, submit: Callable[[ThreadPoolExecutor], list[Future[Any]]]) -> None:
         """Run ``submit(pool) -> futures`` and wait; on failure start nothing new."""
         pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="copy")
         try:
-            for f in as_completed(submit(pool) or []):
+            for f in as_completed(submit(pool)):
                 f.result()
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # blobs in flight finish or fail; no new ones
@@ -319,7 +260,7 @@ class Copier:
             return readers[-1]
 
         # a source over the network may stall: the uploader reads each chunk whole before sending it
-        opener.spool = data is None and getattr(self.src, "network_source", False)  # type: ignore[attr-defined]
+        opener.spool = data is None and self.src.traits.may_stall  # type: ignore[attr-defined]
         try:
             self.dst.push(plan.dst_repo, blob, opener)
         finally:
@@ -344,14 +285,20 @@ class Copier:
         if missing:
             self._failed(plan, f"blob {missing[0]}: {self._failed_blobs[missing[0]]}")
             return
+        blob_waits = next((b.digest for b in plan.blobs if self._key(plan, b) in self._waiting_blobs), None)
         try:
-            self._push_manifests(plan)
+            waits = f"blob {blob_waits}" if blob_waits else self._push_manifests(plan)
         except TransferError as exc:
             if not self.keep_going or isinstance(exc, TransferInterrupted):
                 raise
             self._failed(plan, str(exc))
             return
-        self._add(images=1)
+        with self._lock:
+            if waits:
+                self.stats.waiting.append((plan.label, waits))
+                return
+            self.stats.images += 1
+            self.stats.complete.append(plan.label)
 
     def _failed(self, plan: ImagePlan, reason: str) -> None:
         with self._lock:
@@ -362,21 +309,33 @@ class Copier:
             for name, n in counts.items():
                 setattr(self.stats, name, getattr(self.stats, name) + n)
 
-    def _push_manifests(self, plan: ImagePlan) -> None:
-        for digest, (desc, raw) in plan.manifests.items():  # children first, root last
+    def _push_manifests(self, plan: ImagePlan) -> str | None:
+        """Children first, the root last, then the tags; returns what the image waits for (a
+        manifest the source does not hold yet), None once it is finished."""
+        for desc in plan.manifests:
             # Images finishing side by side may share a manifest (an index's child): one pushes
             # it, the other then finds it there.
             with self._lock:
-                lock = self._manifest_locks.setdefault((plan.dst_repo, digest), threading.Lock())
+                lock = self._manifest_locks.setdefault((plan.dst_repo, desc.digest), threading.Lock())
             with lock:
                 if self.dst.exists(plan.dst_repo, desc):
                     self._count_skip(desc, manifest=True)
+                elif not self._available(desc.digest):
+                    return f"manifest {desc.digest}"
                 else:
-                    self.dst.push(plan.dst_repo, desc, bytes_opener(desc, raw))
+                    self.dst.push(plan.dst_repo, desc, bytes_opener(desc, self._manifest_bytes(plan, desc)))
                     self._add(manifests_copied=1)
+        self._write_tags(plan)
+        return None
+
+    def _manifest_bytes(self, plan: ImagePlan, desc: Descriptor) -> bytes:
+        raw = plan.raw.get(desc.digest)
+        return raw if raw is not None else read_manifest(self.src, plan.src_repo, desc, MAX_MANIFEST_SIZE)
+
+    def _write_tags(self, plan: ImagePlan) -> None:
         for tag in plan.tags:
-            self.dst.tag(plan.dst_repo, plan.root, tag)
-            self._add(tags_written=1)
-        add_root = getattr(self.dst, "add_root", None)
-        if not plan.tags and add_root:
-            add_root(plan.dst_repo, plan.root)
+            if (plan.dst_repo, tag) not in self.tagged:
+                self.dst.tag(plan.dst_repo, plan.root, tag)
+                self._add(tags_written=1)
+        if not plan.tags and self._roots is not None:
+            self._roots.add_root(plan.dst_repo, plan.root)

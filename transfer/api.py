@@ -1,0 +1,354 @@
+"""The public API: one function per job, each a plan handed to the one copy engine
+(``transfer.engine.Copier``) between two stores, returning a typed report. The command line is a
+shell around these (argparse, rendering, exit codes). See docs/api.md.
+
+Every function raises only ``transfer.errors.TransferError`` subclasses on purpose. A job that ran
+but did not finish everything (images failed with ``keep_going``, tags not at the bundle's digest,
+content still to arrive) raises ``IncompleteError`` whose ``report`` says what was done; running
+the same call again continues it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Sequence
+from contextlib import closing
+
+from transfer.bundle import BundleReader, BundleWriter, rewrite_index
+from transfer.bundle.format import BundlePlan
+from transfer.bundle.verify import VerifyReport, verify as verify_bundle
+from transfer.engine import Copier, CopyStats
+from transfer.errors import IncompleteError, TransferError, UsageError
+from transfer.import_ import (RepositoryMapping, SpanningBlob, check_expected, decide_tags, plan_imports,
+                              push_spanning, recorded_plans, verify_tags)
+from transfer.inventories import build_inventory, load_have, write_inventory
+from transfer.options import (CopyOptions, ExportOptions, ImportOptions, InventoryOptions, RegistryAccess,
+                              UnpackOptions, UploadOptions)
+from transfer.progress import NullProgress, Progress
+from transfer.reference import Reference, RegistryPath
+from transfer.registry import RegistryStore
+from transfer.reports import (CopyReport, ExportReport, ImportPlanReport, ImportReport, InventoryReport,
+                              PartImportReport, SpanningReport, UnpackReport, UploadReport, Waiting, counts)
+from transfer.selection import (CatalogFilter, Selection, declare_expected, parse_platforms, parse_reference_file,
+                                platform_notes, plan_exports, select_repositories)
+from transfer.store import ImagePlan, Source
+
+JOURNAL_MAX_AGE = 7 * 24 * 3600  # distribution purges unfinished uploads after 168 h
+
+
+# -- export ---------------------------------------------------------------------------------------
+
+def export(images: Sequence[str], output: str, *, catalog: str | None = None, source: str | None = None,
+           reference_files: Sequence[str] = (), options: ExportOptions | None = None,
+           access: RegistryAccess | None = None, progress: Progress | None = None) -> ExportReport:
+    """Images (references like ``registry:5000/app:1.0``), a whole registry (``catalog="HOST"``)
+    or another tool's files (``source="oci:DIR"`` / ``"docker-archive:FILE"``) into the bundle
+    ``output``. Running it again on the same output continues it."""
+    opts, progress = options or ExportOptions(), progress or NullProgress()
+    started, failures = time.monotonic(), []
+    src, selections, host = _export_source(list(images), list(reference_files), catalog, source, opts,
+                                           access or RegistryAccess())
+    with closing(src):
+        plans = plan_exports(src, selections, platforms=parse_platforms(opts.platforms), referrers=opts.referrers,
+                             keep_going=opts.keep_going, failures=failures)
+        notes = platform_notes(plans)
+        for note in notes:
+            progress.message(note)
+        stats, writer, expected = _write_bundle(src, plans, output, host, opts, progress, failures)
+    report = ExportReport(**counts(stats, time.monotonic() - started), bundle=output, complete=not stats.failures,
+                          expected_at_destination=expected, bytes_written=writer.bytes_written,
+                          platform_notes=notes)
+    if stats.failures:
+        raise IncompleteError(f"{len(stats.failures)} image(s) failed; {output} is left incomplete "
+                              "(fix the cause and run the same command again to finish it)", report)
+    return report
+
+
+def _write_bundle(src: Source, plans: list[ImagePlan], output: str, host: str, opts: ExportOptions,
+                  progress: Progress, failures: list[tuple[str, str]]) -> tuple[CopyStats, BundleWriter, int]:
+    """Copy the plans into the bundle; with any failure (``failures``: those of planning) the
+    bundle is left unfinished, never marked complete."""
+    writer = BundleWriter(output, split_size=opts.split_size, level=opts.level, threads=opts.threads,
+                          source_registry=host)
+    with writer:
+        if opts.split_size:  # every part then shows where its blobs belong (import part by part)
+            writer.set_plan(BundlePlan(tuple(plans)))
+        expected = declare_expected(writer, plans, load_have(opts.have, opts.since)) if opts.have or opts.since else 0
+        stats = Copier(src, writer, progress=progress, jobs=opts.jobs, keep_going=opts.keep_going).execute(plans)
+        stats.failures[:0] = failures
+        if stats.failures:
+            writer.abort()  # what was stored stays, but the bundle never looks complete
+    return stats, writer, expected
+
+
+def _export_source(images: list[str], files: list[str], catalog: str | None, source: str | None,
+                   opts: ExportOptions, access: RegistryAccess) -> tuple[Source, list[Selection], str]:
+    """(source store, selections, source name): a registry, or a layout or archive."""
+    filt = CatalogFilter(opts.include, opts.exclude, opts.tags)
+    if source:
+        if images or files or catalog or opts.all_tags:
+            raise UsageError("--from names the source on its own: drop REF, -f, --catalog and --all-tags "
+                             "(select one image with --from oci:DIR:REF)")
+        from transfer.interop import export_source
+        return export_source(source, opts.repository, filt)
+    if catalog:
+        if images or files:
+            raise UsageError("--catalog HOST exports a whole registry; do not name images with it")
+        store = RegistryStore(access.client(RegistryPath.parse(catalog).registry))
+        return store, _guarded(store, lambda: select_repositories(store, store.repositories(), filt)), store.client.host
+    refs = _references(images, files)
+    store = RegistryStore(access.client(refs[0].registry))
+    return store, _guarded(store, lambda: _ref_selections(store, refs, opts)), refs[0].registry
+
+
+def _guarded(store: RegistryStore, select):  # type: ignore[no-untyped-def]
+    """``select()``, closing ``store`` if it fails."""
+    try:
+        return select()
+    except BaseException:
+        store.close()
+        raise
+
+
+def _references(images: list[str], files: list[str]) -> list[Reference]:
+    texts = images + [ref for path in files for ref in parse_reference_file(path)]
+    if not texts:
+        raise UsageError("nothing to export: name images (REF ...), -f FILE, --catalog HOST or --from oci:DIR")
+    refs = [Reference.parse(t) for t in texts]
+    hosts = sorted({r.registry for r in refs})
+    if len(hosts) > 1:
+        raise UsageError(f"one source registry per bundle, got {', '.join(hosts)}; export them separately")
+    return refs
+
+
+def _ref_selections(store: RegistryStore, refs: list[Reference], opts: ExportOptions) -> list[Selection]:
+    selections: list[Selection] = []
+    for ref in refs:
+        if opts.all_tags:
+            selections += select_repositories(store, [ref.repository], CatalogFilter(tag_regex=opts.tags))
+        else:
+            selections.append(Selection(ref.repository, ref.digest or ref.tag or "latest"))
+    return selections
+
+
+# -- import ---------------------------------------------------------------------------------------
+
+def upload_store(access: RegistryAccess, host: str, opts: UploadOptions, source_id: str) -> RegistryStore:
+    """A registry store whose blob pushes are chunked and resumable through the journal."""
+    from transfer.registry.journal import UploadJournal
+    from transfer.registry.upload import ChunkedUploader, load_registry_settings
+
+    settings = load_registry_settings(opts.registry_config) if opts.registry_config else None
+    journal = UploadJournal(opts.journal or default_journal())
+    journal.prune(JOURNAL_MAX_AGE)
+    uploader = ChunkedUploader(opts.chunk_size, settings=settings, journal=journal, source=source_id)
+    return RegistryStore(access.client(host), uploader=uploader)
+
+
+def default_journal() -> str:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "transfer", "uploads.json")
+
+
+def _upload_report(store: RegistryStore) -> UploadReport:
+    return UploadReport(**store.uploader.stats.__dict__, mounted=store.mounted)
+
+
+def import_bundle(bundle: str, target: str, *, options: ImportOptions | None = None,
+                  access: RegistryAccess | None = None, progress: Progress | None = None) -> ImportReport:
+    """Push every image of ``bundle`` to ``target`` (``HOST[:PORT][/PREFIX]``): blobs, then child
+    manifests, then roots, then tags; every written tag checked afterwards. Given the parts of a
+    split set present, imports what they allow (a ``PartImportReport`` says what waits)."""
+    opts, started = options or ImportOptions(), time.monotonic()
+    path = RegistryPath.parse(target)
+    mapping = RepositoryMapping.parse(path.path, opts.map)
+    with BundleReader(bundle) as reader:
+        by_parts = reader.split and not reader.info.complete and reader.plan is not None
+        if not by_parts and not reader.info.complete and not opts.allow_incomplete:
+            raise TransferError(f"{bundle} is incomplete (its export did not finish); finish the "
+                                "export, or pass --allow-incomplete to import what it holds")
+        plans = recorded_plans(reader, mapping) if by_parts else plan_imports(reader, reader.entries, mapping)
+        with closing(upload_store(access or RegistryAccess(), path.registry, opts, os.path.abspath(bundle))) as dst:
+            check_expected(dst, plans, {d.digest for d in reader.expected})
+            decisions = decide_tags(dst, plans, opts.on_existing, opts.jobs)
+            for note in decisions.notes:
+                (progress or NullProgress()).message(note)
+            spanning = push_spanning(reader, dst, plans) if by_parts else []
+            copier = Copier(reader, dst, progress=progress, jobs=opts.jobs, keep_going=opts.keep_going,
+                            tagged=decisions.tagged)
+            stats = copier.execute(plans)
+            final = reader.parts[-1].doc.final if by_parts else True
+            done = [p for p in plans if p.label in set(stats.complete)]
+            fields = dict(counts(stats, time.monotonic() - started), target=str(path), upload=_upload_report(dst),
+                          tag_problems=verify_tags(dst, done, opts.jobs) if final else [], notes=decisions.notes)
+    if by_parts:
+        return _part_report(bundle, target, reader, stats, spanning, fields)
+    report = ImportReport(**fields)
+    _raise_unless_done(report, stats)
+    return report
+
+
+def _raise_unless_done(report: ImportReport, stats: CopyStats, *, final: bool = True) -> None:
+    if report.tag_problems:
+        raise IncompleteError(f"{len(report.tag_problems)} tag(s) do not point at the bundle's digest after the "
+                              "import", report)
+    if report.failures:
+        raise IncompleteError(f"{len(report.failures)} image(s) failed to import; run the same command again", report)
+    if stats.waiting and final:
+        raise IncompleteError(f"the import is incomplete: {len(stats.waiting)} image(s) wait for content that is in "
+                              "none of the parts imported (import the part(s) holding it, then the last part again)"
+                              if isinstance(report, PartImportReport) else
+                              f"{len(stats.waiting)} image(s) need content the bundle does not hold "
+                              f"(e.g. {stats.waiting[0][0]}: {stats.waiting[0][1]})", report)
+
+
+def part_path(bundle: str, number: int) -> str:
+    """The path of part ``number`` next to the part (or set) the user named."""
+    m = re.match(r"^(.*)\.\d{3}$", bundle)
+    return f"{m.group(1) if m else bundle}.{number:03d}"
+
+
+def _part_report(bundle: str, target: str, reader: BundleReader, stats: CopyStats,
+                 spanning: list[SpanningBlob], fields: dict[str, object]) -> PartImportReport:
+    final = reader.parts[-1].doc.final
+    parts = [p.number for p in reader.parts]
+    again = [s.part - 1 for s in spanning if s.needs_earlier]
+    pending = stats.waiting or any(s.held < s.size for s in spanning)
+    nxt = min(again) if again else None if final or not pending else max(parts) + 1
+    notes = list(fields.pop("notes"))  # type: ignore[call-overload]
+    notes += [_lost_session(s, fields["target"]) for s in spanning if s.restarted]
+    report = PartImportReport(
+        **fields, notes=notes, parts_present=parts, final=final, next_part=nxt,
+        next_command=None if nxt is None else f"transfer import {part_path(bundle, nxt)} {target}",
+        spanning=[SpanningReport(digest=s.digest, repository=s.repository, size=s.size, part=s.part,
+                                 present=list(s.present), held=s.held, restarted=s.restarted) for s in spanning],
+        images_complete=stats.complete,
+        images_waiting=[Waiting(image=label, waits_for=what) for label, what in stats.waiting])
+    _raise_unless_done(report, stats, final=final)
+    return report
+
+
+def _lost_session(s: SpanningBlob, target: object) -> str:
+    start = s.present[0]
+    return (f"the upload session of blob {s.digest} at {target}/{s.repository} was lost (the registry restarted "
+            "without a fixed http.secret, or purged its uploads): the blob starts over "
+            + (f"when its first bytes are imported again (part {s.part - 1} or earlier, then part {s.part})"
+               if start else "from byte 0"))
+
+
+def import_plan(bundle: str, target: str, *, options: ImportOptions | None = None,
+                access: RegistryAccess | None = None) -> ImportPlanReport:
+    """What ``import_bundle`` would push and tag (``import --dry-run``); writes nothing."""
+    from transfer.import_ import push_plan
+
+    opts = options or ImportOptions()
+    path = RegistryPath.parse(target)
+    mapping = RepositoryMapping.parse(path.path, opts.map)
+    with BundleReader(bundle) as reader:
+        if reader.split and not reader.info.complete:
+            raise UsageError("--dry-run needs every part of a split bundle together")
+        plans = plan_imports(reader, reader.entries, mapping)
+        with closing(RegistryStore((access or RegistryAccess()).client(path.registry))) as dst:
+            check_expected(dst, plans, {d.digest for d in reader.expected})
+            decisions = decide_tags(dst, plans, opts.on_existing, opts.jobs)
+            return ImportPlanReport(**push_plan(dst, plans), notes=decisions.notes)
+
+
+# -- copy -----------------------------------------------------------------------------------------
+
+def copy(source: str, destination: str, *, catalog: bool = False, options: CopyOptions | None = None,
+         access: RegistryAccess | None = None, progress: Progress | None = None) -> CopyReport:
+    """Registry to registry, for connected networks: ``copy("a:5000/app:1.0", "b:5000/app:1.0")``,
+    or with ``catalog=True`` every repository of ``source`` (a host) under ``destination``
+    (``HOST[/PREFIX]``). The same plans and resumable uploads as export and import."""
+    opts, access, started, failures = options or CopyOptions(), access or RegistryAccess(), time.monotonic(), []
+    if catalog:
+        src_host, dst_path = RegistryPath.parse(source).registry, RegistryPath.parse(destination)
+    else:
+        src_ref, dst_ref = Reference.parse(source), Reference.parse(destination, default_tag=None)
+        src_host, dst_path = src_ref.registry, RegistryPath(dst_ref.registry, dst_ref.repository)
+    with closing(RegistryStore(access.client(src_host))) as src, \
+            closing(upload_store(access, dst_path.registry, opts, f"copy from {src_host}")) as dst:
+        if catalog:
+            selections = select_repositories(src, src.repositories(), CatalogFilter(opts.include, opts.exclude, opts.tags))
+            mapping = RepositoryMapping.parse(dst_path.path, [])
+        else:
+            selections = [Selection(src_ref.repository, src_ref.digest or src_ref.tag or "latest")]
+            mapping = RepositoryMapping.parse("", [f"{src_ref.repository}={dst_path.path}"])
+        plans = plan_exports(src, selections, platforms=parse_platforms(opts.platforms), referrers=opts.referrers,
+                             keep_going=opts.keep_going, failures=failures)
+        for plan in plans:
+            plan.dst_repo = mapping.target(plan.src_repo)
+        if not catalog and dst_ref.tag and plans:
+            plans[0].tags = [dst_ref.tag]
+        stats = Copier(src, dst, progress=progress, jobs=opts.jobs, keep_going=opts.keep_going).execute(plans)
+        problems = verify_tags(dst, plans, opts.jobs)
+        upload = _upload_report(dst)
+    stats.failures[:0] = failures
+    report = CopyReport(**counts(stats, time.monotonic() - started), upload=upload, tag_problems=problems,
+                        platform_notes=platform_notes(plans))
+    if problems or stats.failures:
+        raise IncompleteError(f"{len(stats.failures)} image(s) failed, {len(problems)} tag problem(s)", report)
+    return report
+
+
+# -- inventory, unpack, verify, open_bundle -------------------------------------------------------
+
+def inventory(location: str, output: str, *, options: InventoryOptions | None = None,
+              access: RegistryAccess | None = None) -> InventoryReport:
+    """Record what a registry (``HOST``) or one repository of it (``HOST/REPO``) holds into
+    ``output``, for ``export(..., options=ExportOptions(have=output))`` at the source site."""
+    opts, target = options or InventoryOptions(), RegistryPath.parse(location)
+    with closing(RegistryStore((access or RegistryAccess()).client(target.registry))) as store:
+        data = build_inventory(store, target, include=opts.include, exclude=opts.exclude)
+    write_inventory(data, output)
+    return InventoryReport(output=output, repositories=len(data["repositories"]), blobs=len(data["blobs"]))
+
+
+def unpack(bundle: str, *, oci: str | None = None, docker_archive: str | None = None, images: Sequence[str] = (),
+           options: UnpackOptions | None = None, progress: Progress | None = None) -> UnpackReport:
+    """Write images of ``bundle`` (default all; ``images`` as ``transfer ls`` names them) as an OCI
+    image layout directory (``oci=``) or a ``docker load`` tar (``docker_archive=``)."""
+    from transfer import interop
+    from transfer.docker_archive import DockerArchiveWriter
+    from transfer.layout import OciLayout
+
+    opts, started = options or UnpackOptions(), time.monotonic()
+    if (oci is None) == (docker_archive is None):
+        raise UsageError("unpack writes one thing: give oci=DIR or docker_archive=FILE")
+    out = oci or docker_archive or ""
+    with BundleReader(bundle) as reader:
+        if not reader.info.complete and not opts.allow_incomplete:
+            raise TransferError(f"{bundle} is incomplete (its export did not finish); finish the export, "
+                                "or pass --allow-incomplete to unpack what it holds")
+        plans, notes = interop.unpack_plans(reader, list(images), parse_platforms(opts.platforms), oci is not None)
+        interop.check_not_delta(reader, plans)
+        interop.apply_prefix(plans, opts.prefix)
+        if not plans:
+            raise TransferError(f"nothing to write to {out}: " + "; ".join(notes or ["no images"]))
+        for note in notes:
+            (progress or NullProgress()).message(note)
+        if oci:
+            stats = Copier(reader, OciLayout(oci, create=True), progress=progress).execute(plans)
+        else:
+            with DockerArchiveWriter(out) as writer:
+                stats = Copier(reader, writer, progress=progress).execute(plans)
+    names = interop.layout_names(out) if oci else [f"{p.dst_repo}:{t}" for p in plans for t in p.tags]
+    return UnpackReport(**counts(stats, time.monotonic() - started), output=out,
+                        format="oci" if oci else "docker-archive", names=names, notes=notes)
+
+
+def verify(bundle: str, *, repair: bool = False) -> VerifyReport:
+    """Check every record, index and manifest graph of ``bundle`` (or of one part ``NAME.00N``);
+    ``repair``: also rebuild a missing or damaged index. Problems are in the report (``ok``)."""
+    report = verify_bundle(bundle)
+    if repair and report.damaged_index:
+        report.repaired_parts = rewrite_index(bundle)["parts"]
+    return report
+
+
+def open_bundle(path: str) -> BundleReader:
+    """A bundle to list and read: ``with transfer.open_bundle("site.bundle") as b: b.listing()``."""
+    return BundleReader(path)

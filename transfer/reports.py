@@ -1,0 +1,160 @@
+"""What every job of the public API returns: pydantic models whose JSON (``report.to_json()``) is
+exactly what the command line prints with ``--json``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Report(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def to_json(self) -> str:
+        """The report as the command line prints it with ``--json`` (sorted keys, indented)."""
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
+
+
+class Failure(BaseModel):
+    image: str  # the image as the job named it (repository:tag, or repository@digest)
+    error: str
+
+
+class Waiting(BaseModel):
+    image: str
+    waits_for: str  # "blob sha256:..." or "manifest sha256:..."
+
+
+class CopyCounts(Report):
+    """What the copy engine did (every job that moves images reports these)."""
+
+    images: int = 0  # images finished at the target
+    blobs_copied: int = 0
+    blobs_skipped: int = 0  # present at the target already
+    manifests_copied: int = 0
+    manifests_skipped: int = 0
+    bytes_copied: int = 0
+    bytes_skipped: int = 0
+    tags_written: int = 0  # tags already at the right digest are not written again
+    failures: list[Failure] = Field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+class UploadReport(BaseModel):
+    """What the registry uploader did."""
+
+    blobs: int = 0  # blobs completed (chunked or in one PUT; mounts are not counted)
+    monolithic: int = 0  # of which in one PUT
+    chunks_sent: int = 0
+    bytes_sent: int = 0
+    bytes_resumed: int = 0  # bytes a journal resume did not send again
+    blobs_resumed: int = 0
+    blobs_restarted: int = 0
+    status_queries: int = 0
+    mounted: int = 0  # blobs cross-mounted from another repository instead of uploaded
+
+
+class ExportReport(CopyCounts):
+    bundle: str  # the bundle's path (a split set's name)
+    complete: bool  # False: images failed, the bundle is left unfinished (run again to finish it)
+    expected_at_destination: int = 0  # delta: blobs left out, expected at the destination
+    bytes_written: int = 0
+    platform_notes: list[str] = Field(default_factory=list)
+
+
+class ImportReport(CopyCounts):
+    target: str
+    upload: UploadReport = Field(default_factory=UploadReport)
+    tag_problems: list[str] = Field(default_factory=list)  # tags not at the bundle's digest afterwards
+    notes: list[str] = Field(default_factory=list)  # tag decisions (--on-existing), lost sessions
+
+
+class SpanningReport(BaseModel):
+    digest: str
+    repository: str
+    size: int
+    part: int  # the part holding the first of the bytes present
+    present: list[int]  # [start, end) of the bytes the parts present hold
+    held: int  # bytes at the destination after this run
+    restarted: bool
+
+
+class PartImportReport(ImportReport):
+    """An import of the parts of a split set present (the others are still to come)."""
+
+    parts_present: list[int]
+    final: bool  # the bundle's last part was among them
+    next_part: int | None  # the part to insert next, None when nothing waits
+    next_command: str | None
+    spanning: list[SpanningReport] = Field(default_factory=list)
+    images_complete: list[str] = Field(default_factory=list)
+    images_waiting: list[Waiting] = Field(default_factory=list)
+
+
+class ImportPlanReport(Report):
+    """What an import would do (``transfer.import_plan``, ``import --dry-run``)."""
+
+    blobs_to_push: int
+    bytes_to_push: int
+    blobs_present: int
+    tags: list[str]  # "repository:tag -> digest"
+    notes: list[str] = Field(default_factory=list)
+    dry_run: bool = True
+
+
+class CopyReport(CopyCounts):
+    upload: UploadReport = Field(default_factory=UploadReport)
+    tag_problems: list[str] = Field(default_factory=list)
+    platform_notes: list[str] = Field(default_factory=list)
+
+
+class UnpackReport(CopyCounts):
+    output: str
+    format: str  # "oci" or "docker-archive"
+    names: list[str]  # what to give skopeo/docker: ref.names of the layout, repo:tag of the archive
+    notes: list[str] = Field(default_factory=list)
+
+
+class InventoryReport(Report):
+    output: str
+    repositories: int
+    blobs: int
+
+
+def as_failures(pairs: list[tuple[str, str]]) -> list[Failure]:
+    return [Failure(image=image, error=error) for image, error in pairs]
+
+
+def counts(stats: Any, seconds: float) -> dict[str, Any]:
+    """The engine's CopyStats as report fields."""
+    return dict(images=stats.images, blobs_copied=stats.blobs_copied, blobs_skipped=stats.blobs_skipped,
+                manifests_copied=stats.manifests_copied, manifests_skipped=stats.manifests_skipped,
+                bytes_copied=stats.bytes_copied, bytes_skipped=stats.bytes_skipped,
+                tags_written=stats.tags_written, failures=as_failures(stats.failures), seconds=round(seconds, 3))
+
+
+class BundleImage(BaseModel):
+    """One root a bundle records: a tag, or an untagged root (``tag`` None)."""
+
+    repository: str
+    tag: str | None
+    digest: str
+    media_type: str
+    platforms: list[str]
+    size: int  # of the root manifest
+    total_size: int  # the root and everything it references that the bundle stores, each once
+
+
+class BundleListing(Report):
+    """What ``transfer ls --json`` prints: the bundle's state and its images."""
+
+    bundle: str
+    complete: bool
+    info: dict[str, Any]  # version, created, tool_version, source_registry, split, parts, why_incomplete
+    images: list[BundleImage]
