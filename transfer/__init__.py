@@ -56,16 +56,50 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-if TYPE_CHECKING:
-    from transfer.api import copy, export, import_bundle, import_plan, inventory, open_bundle, unpack, verify
-    from transfer.bundle.reader import BundleReader
-    from transfer.bundle.verify import VerifyReport
-    from transfer.errors import (AuthenticationError, BundleError, CorruptBundleError, IncompleteError,
-                                 IntegrityError, InvalidReferenceError, LayoutError, NotFoundError, PartOrderError,
-                                 RateLimitedError, RegistryError, RegistryUnreachableError, TransferError,
-                                 TransferInterrupted, UnsupportedManifestError, UploadError, UsageError)
-    from transfer.options import (CopyOptions, ExportOptions, ImportOptions, InventoryOptions, RegistryAccess,
-                                  UnpackOptions)
-    from transfer.progress import NullProgress, Progress
-    from transfer.reports import (BundleListing, CopyReport, ExportReport, Failure, ImportPlanReport, ImportReport,
-                                  InventoryReport, PartImportReport, UnpackReport, UploadReport, Waiting)
+if TYPE_CHECKING:  # what type checkers see (each name re-exported explicitly)
+    from transfer.api import export as export
+    from transfer.api import import_bundle as import_bundle
+    from transfer.api import import_plan as import_plan
+    from transfer.api import copy as copy
+    from transfer.api import inventory as inventory
+    from transfer.api import unpack as unpack
+    from transfer.api import verify as verify
+    from transfer.api import open_bundle as open_bundle
+    from transfer.options import RegistryAccess as RegistryAccess
+    from transfer.options import ExportOptions as ExportOptions
+    from transfer.options import ImportOptions as ImportOptions
+    from transfer.options import CopyOptions as CopyOptions
+    from transfer.options import UnpackOptions as UnpackOptions
+    from transfer.options import InventoryOptions as InventoryOptions
+    from transfer.reports import ExportReport as ExportReport
+    from transfer.reports import ImportReport as ImportReport
+    from transfer.reports import PartImportReport as PartImportReport
+    from transfer.reports import ImportPlanReport as ImportPlanReport
+    from transfer.reports import CopyReport as CopyReport
+    from transfer.reports import UnpackReport as UnpackReport
+    from transfer.reports import InventoryReport as InventoryReport
+    from transfer.reports import BundleListing as BundleListing
+    from transfer.reports import Failure as Failure
+    from transfer.reports import Waiting as Waiting
+    from transfer.reports import UploadReport as UploadReport
+    from transfer.bundle.verify import VerifyReport as VerifyReport
+    from transfer.bundle.reader import BundleReader as BundleReader
+    from transfer.progress import Progress as Progress
+    from transfer.progress import NullProgress as NullProgress
+    from transfer.errors import TransferError as TransferError
+    from transfer.errors import UsageError as UsageError
+    from transfer.errors import InvalidReferenceError as InvalidReferenceError
+    from transfer.errors import IntegrityError as IntegrityError
+    from transfer.errors import UnsupportedManifestError as UnsupportedManifestError
+    from transfer.errors import BundleError as BundleError
+    from transfer.errors import CorruptBundleError as CorruptBundleError
+    from transfer.errors import LayoutError as LayoutError
+    from transfer.errors import RegistryError as RegistryError
+    from transfer.errors import AuthenticationError as AuthenticationError
+    from transfer.errors import NotFoundError as NotFoundError
+    from transfer.errors import RateLimitedError as RateLimitedError
+    from transfer.errors import UploadError as UploadError
+    from transfer.errors import RegistryUnreachableError as RegistryUnreachableError
+    from transfer.errors import IncompleteError as IncompleteError
+    from transfer.errors import PartOrderError as PartOrderError
+    from transfer.errors import TransferInterrupted as TransferInterrupted

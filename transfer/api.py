@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Sequence
 from contextlib import closing
+from typing import Any, Callable
 
 from transfer.bundle import BundleReader, BundleWriter, rewrite_index
 from transfer.bundle.format import BundlePlan
@@ -23,6 +24,7 @@ from transfer.engine import Copier, CopyStats
 from transfer.errors import IncompleteError, TransferError, UsageError
 from transfer.import_ import (RepositoryMapping, SpanningBlob, check_expected, decide_tags, plan_imports,
                               push_spanning, recorded_plans, verify_tags)
+from transfer.interop import RenamedSource, export_source
 from transfer.inventories import build_inventory, load_have, write_inventory
 from transfer.options import (CopyOptions, ExportOptions, ImportOptions, InventoryOptions, RegistryAccess,
                               UnpackOptions, UploadOptions)
@@ -47,7 +49,7 @@ def export(images: Sequence[str], output: str, *, catalog: str | None = None, so
     or another tool's files (``source="oci:DIR"`` / ``"docker-archive:FILE"``) into the bundle
     ``output``. Running it again on the same output continues it."""
     opts, progress = options or ExportOptions(), progress or NullProgress()
-    started, failures = time.monotonic(), []
+    started, failures = time.monotonic(), list[tuple[str, str]]()
     src, selections, host = _export_source(list(images), list(reference_files), catalog, source, opts,
                                            access or RegistryAccess())
     with closing(src):
@@ -84,14 +86,13 @@ def _write_bundle(src: Source, plans: list[ImagePlan], output: str, host: str, o
 
 
 def _export_source(images: list[str], files: list[str], catalog: str | None, source: str | None,
-                   opts: ExportOptions, access: RegistryAccess) -> tuple[Source, list[Selection], str]:
+                   opts: ExportOptions, access: RegistryAccess) -> tuple[RegistryStore | RenamedSource, list[Selection], str]:
     """(source store, selections, source name): a registry, or a layout or archive."""
     filt = CatalogFilter(opts.include, opts.exclude, opts.tags)
     if source:
         if images or files or catalog or opts.all_tags:
             raise UsageError("--from names the source on its own: drop REF, -f, --catalog and --all-tags "
                              "(select one image with --from oci:DIR:REF)")
-        from transfer.interop import export_source
         return export_source(source, opts.repository, filt)
     if catalog:
         if images or files:
@@ -103,7 +104,7 @@ def _export_source(images: list[str], files: list[str], catalog: str | None, sou
     return store, _guarded(store, lambda: _ref_selections(store, refs, opts)), refs[0].registry
 
 
-def _guarded(store: RegistryStore, select):  # type: ignore[no-untyped-def]
+def _guarded(store: RegistryStore, select: Callable[[], list[Selection]]) -> list[Selection]:
     """``select()``, closing ``store`` if it fails."""
     try:
         return select()
@@ -153,7 +154,10 @@ def default_journal() -> str:
 
 
 def _upload_report(store: RegistryStore) -> UploadReport:
-    return UploadReport(**store.uploader.stats.__dict__, mounted=store.mounted)
+    from transfer.registry.upload import ChunkedUploader
+
+    stats = store.uploader.stats.__dict__ if isinstance(store.uploader, ChunkedUploader) else {}
+    return UploadReport(**stats, mounted=store.mounted)
 
 
 def import_bundle(bundle: str, target: str, *, options: ImportOptions | None = None,
@@ -181,7 +185,7 @@ def import_bundle(bundle: str, target: str, *, options: ImportOptions | None = N
             stats = copier.execute(plans)
             final = reader.parts[-1].doc.final if by_parts else True
             done = [p for p in plans if p.label in set(stats.complete)]
-            fields = dict(counts(stats, time.monotonic() - started), target=str(path), upload=_upload_report(dst),
+            fields: dict[str, Any] = dict(counts(stats, time.monotonic() - started), target=str(path), upload=_upload_report(dst),
                           tag_problems=verify_tags(dst, done, opts.jobs) if final else [], notes=decisions.notes)
     if by_parts:
         return _part_report(bundle, target, reader, stats, spanning, fields)
@@ -211,13 +215,13 @@ def part_path(bundle: str, number: int) -> str:
 
 
 def _part_report(bundle: str, target: str, reader: BundleReader, stats: CopyStats,
-                 spanning: list[SpanningBlob], fields: dict[str, object]) -> PartImportReport:
+                 spanning: list[SpanningBlob], fields: dict[str, Any]) -> PartImportReport:
     final = reader.parts[-1].doc.final
     parts = [p.number for p in reader.parts]
     again = [s.part - 1 for s in spanning if s.needs_earlier]
     pending = stats.waiting or any(s.held < s.size for s in spanning)
     nxt = min(again) if again else None if final or not pending else max(parts) + 1
-    notes = list(fields.pop("notes"))  # type: ignore[call-overload]
+    notes = list(fields.pop("notes"))
     notes += [_lost_session(s, fields["target"]) for s in spanning if s.restarted]
     report = PartImportReport(
         **fields, notes=notes, parts_present=parts, final=final, next_part=nxt,
@@ -263,7 +267,8 @@ def copy(source: str, destination: str, *, catalog: bool = False, options: CopyO
     """Registry to registry, for connected networks: ``copy("a:5000/app:1.0", "b:5000/app:1.0")``,
     or with ``catalog=True`` every repository of ``source`` (a host) under ``destination``
     (``HOST[/PREFIX]``). The same plans and resumable uploads as export and import."""
-    opts, access, started, failures = options or CopyOptions(), access or RegistryAccess(), time.monotonic(), []
+    opts, access, started = options or CopyOptions(), access or RegistryAccess(), time.monotonic()
+    failures: list[tuple[str, str]] = []
     if catalog:
         src_host, dst_path = RegistryPath.parse(source).registry, RegistryPath.parse(destination)
     else:

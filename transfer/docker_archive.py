@@ -31,7 +31,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 import zstandard
 
@@ -466,7 +466,7 @@ class DockerArchiveWriter:
     exception) removes it, so a half-written archive never looks complete.
     """
 
-    traits = Traits(blobs_per_repository=False)  # one copy serves every repository; one push at a time
+    traits: ClassVar[Traits] = Traits(blobs_per_repository=False)  # one copy serves every repository; one push at a time
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)

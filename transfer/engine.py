@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TypeVar
 
-from transfer.digest import READ_SIZE, VerifyingReader
+from transfer.digest import READ_SIZE, Readable, VerifyingReader
 from transfer.errors import TransferError, TransferInterrupted
 from transfer.interrupt import STOP, check as check_stop
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor
@@ -212,11 +212,11 @@ class Copier:
             raise
         pool.shutdown(wait=True)
 
-    def _push_in_order(self, pool: ThreadPoolExecutor, todo: list[tuple[ImagePlan, Descriptor]]) -> list:
+    def _push_in_order(self, pool: ThreadPoolExecutor, todo: list[tuple[ImagePlan, Descriptor]]) -> list[Future[Any]]:
         """For a target that takes one push at a time (a bundle): small blobs ahead are fetched in
         parallel into memory (a window of at most 2 x jobs x PREFETCH_MAX bytes) while this thread
         writes in plan order, so the output stays deterministic; large blobs stream straight in."""
-        ahead: dict[int, object] = {}
+        ahead: dict[int, Future[bytes | None]] = {}
         for i, (plan, blob) in enumerate(todo):
             for j in range(i, min(len(todo), i + 2 * self.jobs)):
                 if j not in ahead and todo[j][1].size <= PREFETCH_MAX:
@@ -237,7 +237,7 @@ class Copier:
             return None
         return data
 
-    def _guard(self, plan: ImagePlan, blob: Descriptor, fn) -> None:
+    def _guard(self, plan: ImagePlan, blob: Descriptor, fn: Callable[[ImagePlan, Descriptor], None]) -> None:
         try:
             fn(plan, blob)
         except TransferError as exc:
@@ -251,7 +251,7 @@ class Copier:
         self.progress.started(blob.digest)
         readers: list[_ProgressReader] = []
 
-        def opener():
+        def opener() -> Readable:
             if data is not None:  # prefetched and verified already (and reported)
                 return bytes_opener(blob, data)()
             if readers:  # the target restarts the blob: take back what was reported

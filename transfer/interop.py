@@ -15,6 +15,7 @@ import json
 import os
 import platform as host_platform
 from pathlib import Path
+from typing import ClassVar
 
 from transfer.bundle import BundleReader
 from transfer.bundle.format import CatalogEntry
@@ -43,7 +44,7 @@ class RenamedSource:
     """A layout or docker archive seen with bundle repository names (registry paths): ``names``
     maps each outer name to the store's own (a full name, or UNNAMED for bare-tag entries)."""
 
-    traits = Traits()
+    traits: ClassVar[Traits] = Traits()
 
     def __init__(self, inner: OciLayout | DockerArchive, names: dict[str, str]) -> None:
         self.inner, self.names = inner, names

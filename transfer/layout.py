@@ -30,7 +30,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, ClassVar, Iterator
 
 from pydantic import ValidationError
 
@@ -159,7 +159,7 @@ class IndexedSource:
     DockerArchive. Subclasses provide ``_entries``, ``_open_blob`` and ``_blob_size``."""
 
     what = "image layout"
-    traits = Traits()
+    traits: ClassVar[Traits] = Traits()
 
     def _entries(self) -> list[Descriptor]:
         raise NotImplementedError
@@ -230,7 +230,7 @@ class OciLayout(IndexedSource):
     """
 
     # one copy serves every repository; blobs go through temporary files, index.json under a lock
-    traits = Traits(concurrent_push=True, blobs_per_repository=False)
+    traits: ClassVar[Traits] = Traits(concurrent_push=True, blobs_per_repository=False)
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
         self.path = Path(path)

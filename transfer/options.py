@@ -1,7 +1,7 @@
 """The options of every job of the public API (``transfer.export``, ``transfer.import_bundle``, ...)
 and how to reach registries (``RegistryAccess``). Plain pydantic models: build them with keywords,
-validate them from a dict or a config file, print them; no field holds a credential in clear
-(``password`` is a ``SecretStr``).
+validate them from a dict or a config file, print them: the password never shows in ``repr``,
+``str`` or a dump.
 
 The defaults are the command line's: an option left out here means what leaving out the flag means.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from transfer.registry.client import RegistryClient
@@ -33,7 +33,7 @@ class RegistryAccess(_Options):
     """
 
     username: str | None = None  # explicit credentials win over every file
-    password: SecretStr | None = None
+    password: str | None = Field(default=None, repr=False, exclude=True)
     auth_file: str | None = None  # a docker config.json-format file to read instead of the default
     ca_cert: str | None = None  # also trust this CA certificate (PEM)
     insecure: bool = False  # plain HTTP and unverified TLS allowed (trusted networks only)
@@ -46,14 +46,16 @@ class RegistryAccess(_Options):
     def client(self, host: str, *, named: bool = True) -> "RegistryClient":
         """A configured client for ``host[:port]`` (Docker Hub names allowed). ``named``: the user
         named this host, so explicit and ``TRANSFER_*`` credentials apply to it."""
+        from transfer.errors import UsageError
         from transfer.reference import RegistryPath
         from transfer.registry import Credentials, RegistryClient, resolve_credentials, tls_policy
 
         target = RegistryPath.parse(host)
         explicit = None
-        if self.username and named:
-            password = self.password.get_secret_value() if self.password else None
-            explicit = Credentials(username=self.username, password=password, source="explicit")
+        if (self.username is None) != (self.password is None):
+            raise UsageError("RegistryAccess: give both username and password, or neither")
+        if self.username and self.password and named:
+            explicit = Credentials(username=self.username, password=self.password, source="explicit")
         creds = resolve_credentials(target.registry, explicit=explicit, named=named, auth_file=self.auth_file)
         tls = tls_policy(target.endpoint, ca_cert=self.ca_cert, insecure=self.insecure)
         return RegistryClient(target.endpoint, credentials=creds, tls=tls)

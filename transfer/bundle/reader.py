@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 from transfer.bundle import format as fmt
 from transfer.bundle.format import BundlePlan, CatalogEntry, ChunkEntry, IndexDoc
@@ -115,7 +115,7 @@ class BundleInfo:
 class BundleReader:
     """A bundle as a Source, Catalog and Partial (see transfer.store), plus random access by digest."""
 
-    traits = Traits()
+    traits: ClassVar[Traits] = Traits()
 
     def __init__(self, path: str | os.PathLike[str], *, recover: bool = False) -> None:
         self.path = os.fspath(path)
@@ -191,7 +191,7 @@ class BundleReader:
             if ref in self._chunks:
                 return self.descriptor(ref)
         elif (e := self._catalog.get((repo, ref, ""))) is not None:
-            return Descriptor(media_type=e.media_type, digest=e.digest, size=e.size)
+            return Descriptor(mediaType=e.media_type, digest=e.digest, size=e.size)
         raise NotFoundError(f"{self.path}: {repo}:{ref} is not in the bundle")
 
     @property
@@ -212,14 +212,15 @@ class BundleReader:
             if digest in self._expected:
                 return self._expected[digest]
             raise NotFoundError(f"{self.path}: {digest} is not in the bundle")
-        return Descriptor(media_type=chunks[0].media_type, digest=digest, size=chunks[0].size)
+        return Descriptor(mediaType=chunks[0].media_type, digest=digest, size=chunks[0].size)
 
     def digests(self) -> list[str]:
         return sorted(self._chunks)
 
     def _chain(self, digest: str) -> list[ChunkEntry]:
         """Consecutive records from byte 0 that are present (all of them for a stored blob)."""
-        chain, pos = [], 0
+        chain: list[ChunkEntry] = []
+        pos = 0
         for c in self._chunks.get(digest, []):
             if c.chunk_offset > pos or c.size != self._chunks[digest][0].size:
                 break

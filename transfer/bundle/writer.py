@@ -16,7 +16,7 @@ import queue
 import threading
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 import zstandard
 
@@ -164,7 +164,7 @@ def append_index(fh: BinaryIO, doc: IndexDoc) -> int:
 class BundleWriter:
     """Writes a bundle (see docs/bundle-format.md); implements transfer.store.Target."""
 
-    traits = Traits(blobs_per_repository=False)  # one copy serves every repository; one push at a time
+    traits: ClassVar[Traits] = Traits(blobs_per_repository=False)  # one copy serves every repository; one push at a time
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
-from typing import Callable, Protocol
+from typing import Callable, ClassVar, Protocol
 
 from transfer.digest import VerifyingReader
 from transfer.models import MANIFEST_TYPES, MAX_MANIFEST_SIZE, SCHEMA1_TYPES, Descriptor
@@ -53,7 +53,7 @@ class RegistryStore:
 
     # blobs may be pushed from several threads at once, each repository holds its own; reads may
     # stall (uploads elsewhere spool its chunks, see _BlobCursor)
-    traits = Traits(concurrent_push=True, blobs_per_repository=True, may_stall=True)
+    traits: ClassVar[Traits] = Traits(concurrent_push=True, blobs_per_repository=True, may_stall=True)
 
     def __init__(self, client: RegistryClient, *, uploader: BlobUploader | None = None) -> None:
         self.client = client
