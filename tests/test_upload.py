@@ -19,7 +19,8 @@ from transfer.models import Descriptor
 from transfer.registry.client import RegistryClient
 from transfer.registry.http import RetryPolicy
 from transfer.registry.store import RegistryStore
-from transfer.registry.upload import ChunkedUploader, RegistrySettings
+from transfer.registry.settings import RegistrySettings
+from transfer.registry.upload import ChunkedUploader
 
 MiB = 1 << 20
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_delay=0.05, total=10)

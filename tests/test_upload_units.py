@@ -11,7 +11,7 @@ import pytest
 from transfer.errors import UsageError
 from transfer.errors import JournalError
 from transfer.registry.journal import JournalEntry, UploadJournal
-from transfer.registry.upload import (
+from transfer.registry.settings import (
     MAX_CHUNK_MIN,
     RegistrySettings,
     effective_chunk_size,

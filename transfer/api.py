@@ -139,7 +139,8 @@ def _ref_selections(store: RegistryStore, refs: list[Reference], opts: ExportOpt
 def upload_store(access: RegistryAccess, host: str, opts: UploadOptions, source_id: str) -> RegistryStore:
     """A registry store whose blob pushes are chunked and resumable through the journal."""
     from transfer.registry.journal import UploadJournal
-    from transfer.registry.upload import ChunkedUploader, load_registry_settings
+    from transfer.registry.settings import load_registry_settings
+    from transfer.registry.upload import ChunkedUploader
 
     settings = load_registry_settings(opts.registry_config) if opts.registry_config else None
     journal = UploadJournal(opts.journal or default_journal())

@@ -1,8 +1,8 @@
 """``RegistryStore``: one registry as a transfer.store Source, Target and Catalog.
 
 Blob pushes go HEAD (skip if present) -> best-effort cross-repository mount -> upload. The upload
-itself is delegated to a ``BlobUploader``: ``MonolithicUploader`` (POST + one streamed PUT) now; a
-chunked, resumable engine (``transfer/registry/upload.py``) plugs in through the same protocol.
+itself is delegated to a ``BlobUploader``: ``MonolithicUploader`` (POST + one streamed PUT, the
+default) or ``ChunkedUploader`` (upload.py: chunked and resumable, what the commands use).
 """
 
 from __future__ import annotations
@@ -10,19 +10,17 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
-from typing import Callable, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from transfer.digest import VerifyingReader
 from transfer.models import MANIFEST_TYPES, MAX_MANIFEST_SIZE, SCHEMA1_TYPES, Descriptor
 from transfer.errors import NotFoundError, TransferError, UnsupportedManifestError
 from transfer.registry.client import RegistryClient, UploadStatus
-from transfer.registry.upload import OpenAt, RangeUpload
+from transfer.registry.cursor import OpenAt
+from transfer.registry.upload import OpenSession, RangeUpload
 from transfer.store import BlobOpener, Traits
 
 MANIFEST_CACHE = 64  # recently pushed manifests kept for tag() (each at most MAX_MANIFEST_SIZE)
-
-# Opens an upload session for the blob (tries the mount first when a source repo is known).
-OpenSession = Callable[[], UploadStatus]
 
 
 class BlobUploader(Protocol):
@@ -52,7 +50,7 @@ class RegistryStore:
     """Source, Target and Catalog over one registry (``client.host``)."""
 
     # blobs may be pushed from several threads at once, each repository holds its own; reads may
-    # stall (uploads elsewhere spool its chunks, see _BlobCursor)
+    # stall (uploads elsewhere spool its chunks, see BlobCursor)
     traits: ClassVar[Traits] = Traits(concurrent_push=True, blobs_per_repository=True, may_stall=True)
 
     def __init__(self, client: RegistryClient, *, uploader: BlobUploader | None = None) -> None:

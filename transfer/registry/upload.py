@@ -2,8 +2,8 @@
 
 Small blobs go up in one PUT; large ones in sequential PATCH chunks (``Content-Range: a-b``),
 always following the newest Location, then ``PUT ?digest=`` (empty, or carrying the last chunk).
-Chunks are sized by time unless a size is given (see CHUNK_SECONDS) and stream from the source
-(``_BlobCursor``): nothing is spooled. The offset is kept on the client side; ``Range`` answers are
+Chunks are sized by time unless a size is given (see CHUNK_SECONDS) and read from the source by
+a ``BlobCursor`` (streamed; spooled first when the source may stall, see cursor.py). The offset is kept on the client side; ``Range`` answers are
 advisory (followed when they say the registry holds fewer bytes, ignored when absent or the
 ambiguous ``0-0``). A 413 halves the request bodies (``ChunkedUploader.too_large``).
 
@@ -16,29 +16,24 @@ session expired, the session is cancelled (best effort) and that one blob restar
 POST. Everything is bounded: failures in a row per blob, restarts per blob, backoff between.
 
 Per-registry quirks (chunk minimum and maximum, monolithic only, last chunk in the PUT, whether
-Range can be believed) come from ``RegistrySettings``: built-in defaults for ECR, GHCR and
-GAR/GCR, overridden by a JSON or TOML file (``load_registry_settings``).
+Range can be believed) come from ``RegistrySettings`` (settings.py).
 """
 
 from __future__ import annotations
 
-import fnmatch
-import json
-import tempfile
 import threading
 import time
-import tomllib
-from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
-from transfer.digest import Readable, VerifyingReader
-from transfer.errors import IntegrityError, NotFoundError, RegistryError, UploadError, UsageError
+from transfer.errors import NotFoundError, RegistryError, UploadError, UsageError
 from transfer.interrupt import check
 from transfer.models import Descriptor
 from transfer.registry.client import RegistryClient, UploadStatus
+from transfer.registry.cursor import BlobCursor, OpenAt, SourceFailed
 from transfer.registry.journal import JournalEntry, UploadJournal
-from transfer.sizes import format_size, parse_size
+from transfer.registry.settings import MAX_CHUNK_MIN, RegistrySettings, effective_chunk_size, settings_for
+from transfer.sizes import format_size
 from transfer.store import BlobOpener
 
 # Without --chunk-size, chunks are sized by time: each about CHUNK_SECONDS of sending at the rate
@@ -51,13 +46,10 @@ from transfer.store import BlobOpener
 FIRST_CHUNK = 8 << 20
 MAX_AUTO_CHUNK = 1 << 30
 CHUNK_SECONDS = 2.0
-MAX_CHUNK_MIN = 1 << 30  # OCI-Chunk-Min-Length is honoured up to this
 MIN_BODY_LIMIT = 1 << 20  # a 413 halves the request bodies down to this, then it is an error
-SPOOL_IN_MEMORY = 16 << 20  # a chunk spooled from a network source: larger ones go to a temporary file
 MAX_BACKOFF = 30.0
 
-OpenSession = Callable[[], UploadStatus]
-OpenAt = Callable[[int], Readable]  # the blob's bytes from an offset (as far as the source holds them)
+OpenSession = Callable[[], UploadStatus]  # a new session (or the blob mounted)
 
 
 @dataclass(frozen=True)
@@ -66,84 +58,6 @@ class RangeUpload:
 
     held: int  # bytes the registry holds (the blob's size once it is complete)
     restarted: bool = False  # the saved session was lost: the blob starts over from byte 0
-
-
-# -- per-registry settings ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RegistrySettings:
-    """How to upload to one kind of registry."""
-
-    min_chunk: int | None = None  # every chunk but the last at least this long (ECR: 5 MiB)
-    max_chunk: int | None = None  # no PATCH body longer than this (GHCR: 4 MiB)
-    monolithic_only: bool = False  # no chunked uploads at all (GAR, GCR)
-    last_chunk_in_put: bool = False  # send the final chunk in the PUT, not an empty PUT (ECR)
-    trust_range: bool = True  # believe Range answers (ECR's stops advancing after one PATCH)
-
-
-BUILTIN_SETTINGS: dict[str, RegistrySettings] = {
-    "*.dkr.ecr.*.amazonaws.com": RegistrySettings(min_chunk=5 << 20, last_chunk_in_put=True, trust_range=False),
-    "ghcr.io": RegistrySettings(max_chunk=4 << 20),
-    "*-docker.pkg.dev": RegistrySettings(monolithic_only=True),
-    "gcr.io": RegistrySettings(monolithic_only=True),
-    "*.gcr.io": RegistrySettings(monolithic_only=True),
-}
-_SIZE_FIELDS = {"min_chunk", "max_chunk"}
-_BOOL_FIELDS = {f.name for f in fields(RegistrySettings)} - _SIZE_FIELDS
-
-
-def load_registry_settings(path: str | Path) -> dict[str, RegistrySettings]:
-    """Read ``{"registries": {"<host glob>": {"min_chunk": "5MiB", "monolithic_only": true, ...}}}``
-    from a JSON file, or the same shape from TOML (``[registries."ghcr.io"]``) for ``*.toml``."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-        data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
-    except OSError as exc:
-        raise UsageError(f"registry settings {path}: cannot read it ({exc.strerror})") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        kind = "TOML" if path.suffix == ".toml" else "JSON"
-        raise UsageError(f"registry settings {path}: not valid {kind} ({exc})") from None
-    table = data.get("registries") if isinstance(data, dict) else None
-    if not isinstance(table, dict):
-        raise UsageError(f"registry settings {path}: expected a \"registries\" table of host globs")
-    return {str(glob): _settings_from(value, f"{path}: {glob}") for glob, value in table.items()}
-
-
-def _settings_from(value: Any, where: str) -> RegistrySettings:
-    if not isinstance(value, dict):
-        raise UsageError(f"registry settings {where}: expected a table of settings")
-    unknown = set(value) - _SIZE_FIELDS - _BOOL_FIELDS
-    if unknown:
-        raise UsageError(f"registry settings {where}: unknown setting {sorted(unknown)[0]!r}")
-    kw: dict[str, Any] = {}
-    for name, item in value.items():
-        if name in _SIZE_FIELDS:
-            kw[name] = parse_size(item, f"registry settings {where} {name}") or None
-        elif not isinstance(item, bool):
-            raise UsageError(f"registry settings {where} {name}: expected true or false")
-        else:
-            kw[name] = item
-    return RegistrySettings(**kw)
-
-
-def settings_for(host: str, table: Mapping[str, RegistrySettings] | None = None) -> RegistrySettings:
-    """The first entry of ``table``, then of BUILTIN_SETTINGS, whose glob matches ``host`` (with
-    or without its port); defaults otherwise."""
-    names = {host.lower(), host.lower().rsplit(":", 1)[0]}
-    for glob, settings in [*(table or {}).items(), *BUILTIN_SETTINGS.items()]:
-        if any(fnmatch.fnmatchcase(name, glob.lower()) for name in names):
-            return settings
-    return RegistrySettings()
-
-
-def effective_chunk_size(configured: int, settings: RegistrySettings, min_chunk: int | None = None) -> int:
-    """``configured`` raised to the settings' and the registry's minimum (OCI-Chunk-Min-Length,
-    at most 1 GiB), then capped at the settings' maximum (a hard limit, it wins)."""
-    size = max(configured, settings.min_chunk or 0, min(min_chunk or 0, MAX_CHUNK_MIN))
-    if settings.max_chunk:
-        size = min(size, settings.max_chunk)
-    return max(size, 1)
 
 
 # -- statistics --------------------------------------------------------------------------------
@@ -172,163 +86,6 @@ class _Counters:
         with self.lock:
             for name, n in counts.items():
                 setattr(self.stats, name, getattr(self.stats, name) + n)
-
-
-# -- the blob's bytes --------------------------------------------------------------------------
-
-class SourceFailed(Exception):
-    """An error from the blob's source (a registry's, or reading a bundle file), raised while a
-    request to the target was being sent: carried past the target's error handling (requests
-    would turn an OSError into a connection error of the target), then raised again as it was."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class _BlobCursor:
-    """The blob's bytes from any offset, read forward from the source straight into request bodies:
-    no chunk is held in memory, so a chunk may be as large as the link makes sensible. Reading to
-    the blob's end checks its size and digest (VerifyingReader) before the last bytes are handed
-    out. A body that must be sent again (an auth challenge, a resend after a failure) reopens the
-    source near its start (VerifyingReader.rewind) where the source can, else from byte 0: rare,
-    and it costs reading, not memory.
-
-    A source over the network (the opener's ``spool`` attribute: a registry being copied from)
-    may stall, and a request to the target left idle mid-body is cut by many proxies (nginx waits
-    60 s): its chunks are read whole into a spool first (memory up to SPOOL_IN_MEMORY, then a
-    temporary file), so the request then goes at the target's pace."""
-
-    def __init__(self, open_blob: BlobOpener | None, desc: Descriptor,
-                 open_at: OpenAt | None = None) -> None:
-        self._open, self.desc, self._open_at = open_blob, desc, open_at
-        self._reader: VerifyingReader | _RangeReader | None = None
-        self.held_before = 0  # bytes the registry held when this run took over an earlier session
-        self._spool: Any = None  # (spooled sources) the chunk [start, end) in self._spooled
-        self._spooled: tuple[int, int] | None = None
-
-    def seek(self, offset: int) -> None:
-        try:
-            self._seek(offset)
-        except (RegistryError, OSError) as exc:
-            raise SourceFailed(exc) from None
-
-    def _seek(self, offset: int) -> None:
-        if self._reader is not None and offset < self._reader.position and self._reader.rewind(offset):
-            return  # the source reopened near ``offset`` with the hash state it had there
-        if self._reader is None and 0 < offset <= self.held_before and self._open_at is None:
-            # A session an earlier run left (the journal): the registry holds the bytes before
-            # ``offset`` and checks the digest when the upload completes; the source reopened at
-            # the offset spares reading them again. A wrong digest there restarts the blob, verified.
-            self._open_reader()
-            if self._reader.skip_unverified(offset):
-                return
-        if self._reader is None or offset < self._reader.position:
-            self._close_reader()
-            if self._open_at is not None:  # a part of the bytes: the registry checks the digest
-                self._reader = _RangeReader(self._open_at(offset), offset)
-            else:
-                self._open_reader()
-        while self._reader.position < offset:
-            if not self._reader.read(min(1 << 20, offset - self._reader.position)):
-                self._short(offset)
-
-    def _open_reader(self) -> None:
-        assert self._open is not None
-        self._reader = VerifyingReader(self._open(), self.desc.digest, self.desc.size, what=f"blob {self.desc.digest}")
-
-    def read_to(self, end: int, n: int) -> bytes:
-        """Up to ``n`` bytes from the current position, not past ``end``."""
-        try:
-            return self._read_to(end, n)
-        except (RegistryError, OSError) as exc:
-            raise SourceFailed(exc) from None
-
-    def _read_to(self, end: int, n: int) -> bytes:
-        assert self._reader is not None
-        n = min(n, end - self._reader.position)
-        if n <= 0:
-            return b""
-        data = self._reader.read(n)
-        if not data:
-            self._short(end)
-        if self._reader.position == self.desc.size:
-            self._reader.read(1)  # EOF: raises IntegrityError unless size and digest match
-        return data
-
-    def body(self, start: int, end: int) -> Callable[[], Readable]:
-        """A body opener for bytes [start, end) (callable again for a retry)."""
-        def open_body() -> Readable:
-            self.seek(start)
-            return _Window(self, end)
-
-        def open_spooled() -> Readable:
-            if self._spooled != (start, end):
-                self._fill_spool(start, end)
-            self._spool.seek(0)
-            return self._spool
-
-        return open_spooled if getattr(self._open, "spool", False) else open_body
-
-    def _fill_spool(self, start: int, end: int) -> None:
-        if self._spool is None:
-            self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
-        self._spooled = None
-        self._spool.seek(0)
-        self._spool.truncate()
-        self.seek(start)
-        while data := self.read_to(end, 1 << 20):
-            self._spool.write(data)
-        self._spooled = (start, end)
-
-    def _short(self, wanted: int) -> None:
-        assert self._reader is not None
-        raise IntegrityError(f"blob {self.desc.digest}", f"{wanted} bytes or more",
-                             f"the source ended at {self._reader.position}")
-
-    def _close_reader(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.close()
-
-    def close(self) -> None:
-        self._close_reader()
-        if self._spool is not None:
-            self._spool.close()
-            self._spool, self._spooled = None, None
-
-
-class _Window:
-    """Bytes of the cursor up to ``end``: one request body."""
-
-    def __init__(self, cursor: _BlobCursor, end: int) -> None:
-        self._cursor, self._end = cursor, end
-
-    def read(self, n: int = -1) -> bytes:
-        return self._cursor.read_to(self._end, n if n is not None and n > 0 else 1 << 20)
-
-
-class _RangeReader:
-    """Bytes of a blob from ``position`` on, as a source that holds only part of it serves them."""
-
-    def __init__(self, raw: Readable, position: int) -> None:
-        self._raw, self.position = raw, position
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        self.position += len(data)
-        return data
-
-    def rewind(self, offset: int) -> bool:
-        return False  # the cursor reopens the source right at the offset instead
-
-    def skip_unverified(self, offset: int) -> bool:
-        return False
-
-    def close(self) -> None:
-        close = getattr(self._raw, "close", None)
-        if close:
-            close()
 
 
 # -- the uploader ------------------------------------------------------------------------------
@@ -458,7 +215,7 @@ class _BlobUpload:
         self.up, self.client, self.repo, self.desc = up, client, repo, desc
         self.open_session = open_session
         self.settings = settings_for(client.host, up.settings)
-        self.cursor = _BlobCursor(open_blob, desc, open_at)
+        self.cursor = BlobCursor(open_blob, desc, open_at, may_stall=getattr(open_blob, "spool", False))
         self.lost = False  # a saved session could not be continued
         self.failures = 0  # failures in a row since the last acknowledged request
         self.resumed = 0

@@ -1,0 +1,178 @@
+"""``BlobCursor``: a blob's bytes from any offset, read from its source into upload request bodies.
+
+Bytes stream from the source straight into the requests (``_Window``), except for a source that
+may stall (a registry being copied from): its chunks are spooled first (memory up to
+SPOOL_IN_MEMORY, then a temporary file). A source that holds only part of the blob (a bundle
+part) is read through ``_RangeReader``; the registry then checks the digest.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any, Callable
+
+from transfer.digest import Readable, VerifyingReader
+from transfer.errors import IntegrityError, RegistryError
+from transfer.models import Descriptor
+from transfer.store import BlobOpener
+
+SPOOL_IN_MEMORY = 16 << 20  # a chunk spooled from a network source: larger ones go to a temporary file
+
+OpenAt = Callable[[int], Readable]  # the blob's bytes from an offset (as far as the source holds them)
+
+
+class SourceFailed(Exception):
+    """An error from the blob's source (a registry's, or reading a bundle file), raised while a
+    request to the target was being sent: carried past the target's error handling (requests
+    would turn an OSError into a connection error of the target), then raised again as it was."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class BlobCursor:
+    """The blob's bytes from any offset, read forward from the source. Reading to the blob's end
+    checks its size and digest (VerifyingReader) before the last bytes are handed out. A body that
+    must be sent again (an auth challenge, a resend after a failure) reopens the source near its
+    start (VerifyingReader.rewind) where the source can, else from byte 0: rare, and it costs
+    reading, not memory.
+
+    By default the bytes stream straight into the request bodies: no chunk is held in memory, so
+    a chunk may be as large as the link makes sensible. A source that ``may_stall`` (over the
+    network: a registry being copied from) would leave the request to the target idle mid-body,
+    which many proxies cut (nginx waits 60 s): its chunks are read whole into a spool first
+    (memory up to SPOOL_IN_MEMORY, then a temporary file), so the request goes at the target's
+    pace."""
+
+    def __init__(self, open_blob: BlobOpener | None, desc: Descriptor,
+                 open_at: OpenAt | None = None, *, may_stall: bool = False) -> None:
+        self._open, self.desc, self._open_at = open_blob, desc, open_at
+        self.may_stall = may_stall
+        self._reader: VerifyingReader | _RangeReader | None = None
+        self.held_before = 0  # bytes the registry held when this run took over an earlier session
+        self._spool: Any = None  # (spooled sources) the chunk [start, end) in self._spooled
+        self._spooled: tuple[int, int] | None = None
+
+    def seek(self, offset: int) -> None:
+        try:
+            self._seek(offset)
+        except (RegistryError, OSError) as exc:
+            raise SourceFailed(exc) from None
+
+    def _seek(self, offset: int) -> None:
+        if self._reader is not None and offset < self._reader.position and self._reader.rewind(offset):
+            return  # the source reopened near ``offset`` with the hash state it had there
+        if self._reader is None and 0 < offset <= self.held_before and self._open_at is None:
+            # A session an earlier run left (the journal): the registry holds the bytes before
+            # ``offset`` and checks the digest when the upload completes; the source reopened at
+            # the offset spares reading them again. A wrong digest there restarts the blob, verified.
+            self._open_reader()
+            if self._reader.skip_unverified(offset):
+                return
+        if self._reader is None or offset < self._reader.position:
+            self._close_reader()
+            if self._open_at is not None:  # a part of the bytes: the registry checks the digest
+                self._reader = _RangeReader(self._open_at(offset), offset)
+            else:
+                self._open_reader()
+        while self._reader.position < offset:
+            if not self._reader.read(min(1 << 20, offset - self._reader.position)):
+                self._short(offset)
+
+    def _open_reader(self) -> None:
+        assert self._open is not None
+        self._reader = VerifyingReader(self._open(), self.desc.digest, self.desc.size, what=f"blob {self.desc.digest}")
+
+    def read_to(self, end: int, n: int) -> bytes:
+        """Up to ``n`` bytes from the current position, not past ``end``."""
+        try:
+            return self._read_to(end, n)
+        except (RegistryError, OSError) as exc:
+            raise SourceFailed(exc) from None
+
+    def _read_to(self, end: int, n: int) -> bytes:
+        assert self._reader is not None
+        n = min(n, end - self._reader.position)
+        if n <= 0:
+            return b""
+        data = self._reader.read(n)
+        if not data:
+            self._short(end)
+        if self._reader.position == self.desc.size:
+            self._reader.read(1)  # EOF: raises IntegrityError unless size and digest match
+        return data
+
+    def body(self, start: int, end: int) -> Callable[[], Readable]:
+        """A body opener for bytes [start, end) (callable again for a retry)."""
+        def open_body() -> Readable:
+            self.seek(start)
+            return _Window(self, end)
+
+        def open_spooled() -> Readable:
+            if self._spooled != (start, end):
+                self._fill_spool(start, end)
+            self._spool.seek(0)
+            return self._spool
+
+        return open_spooled if self.may_stall else open_body
+
+    def _fill_spool(self, start: int, end: int) -> None:
+        if self._spool is None:
+            self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+        self._spooled = None
+        self._spool.seek(0)
+        self._spool.truncate()
+        self.seek(start)
+        while data := self.read_to(end, 1 << 20):
+            self._spool.write(data)
+        self._spooled = (start, end)
+
+    def _short(self, wanted: int) -> None:
+        assert self._reader is not None
+        raise IntegrityError(f"blob {self.desc.digest}", f"{wanted} bytes or more",
+                             f"the source ended at {self._reader.position}")
+
+    def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+    def close(self) -> None:
+        self._close_reader()
+        if self._spool is not None:
+            self._spool.close()
+            self._spool, self._spooled = None, None
+
+
+class _Window:
+    """Bytes of the cursor up to ``end``: one request body."""
+
+    def __init__(self, cursor: BlobCursor, end: int) -> None:
+        self._cursor, self._end = cursor, end
+
+    def read(self, n: int = -1) -> bytes:
+        return self._cursor.read_to(self._end, n if n is not None and n > 0 else 1 << 20)
+
+
+class _RangeReader:
+    """Bytes of a blob from ``position`` on, as a source that holds only part of it serves them."""
+
+    def __init__(self, raw: Readable, position: int) -> None:
+        self._raw, self.position = raw, position
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.position += len(data)
+        return data
+
+    def rewind(self, offset: int) -> bool:
+        return False  # the cursor reopens the source right at the offset instead
+
+    def skip_unverified(self, offset: int) -> bool:
+        return False
+
+    def close(self) -> None:
+        close = getattr(self._raw, "close", None)
+        if close:
+            close()
