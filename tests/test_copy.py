@@ -108,7 +108,7 @@ def test_images_finished_side_by_side_push_a_shared_manifest_once():
                     pass
             return present
 
-        def push(self, repo: str, d: Descriptor, opener) -> None:
+        def push(self, repo: str, d: Descriptor, opener, *, may_stall: bool = False) -> None:
             self.pushed.append(d.digest)
             self.have.add(d.digest)
 

@@ -483,7 +483,7 @@ class DockerArchiveWriter:
     def exists(self, repo: str, desc: Descriptor) -> bool:
         return desc.digest in self._blobs
 
-    def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener) -> None:
+    def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener, *, may_stall: bool = False) -> None:
         if desc.digest in self._blobs:
             return
         if desc.media_type in INDEX_TYPES:

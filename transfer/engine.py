@@ -260,9 +260,8 @@ class Copier:
             return readers[-1]
 
         # a source over the network may stall: the uploader reads each chunk whole before sending it
-        opener.spool = data is None and self.src.traits.may_stall  # type: ignore[attr-defined]
         try:
-            self.dst.push(plan.dst_repo, blob, opener)
+            self.dst.push(plan.dst_repo, blob, opener, may_stall=data is None and self.src.traits.may_stall)
         finally:
             for r in readers:
                 r.close()

@@ -304,7 +304,7 @@ class OciLayout(IndexedSource):
     def exists(self, repo: str, desc: Descriptor) -> bool:
         return self._blob_size(desc.digest) == desc.size
 
-    def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener) -> None:
+    def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener, *, may_stall: bool = False) -> None:
         if self.exists(repo, desc):
             return
         final = self._blob_file(desc.digest)

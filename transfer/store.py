@@ -63,8 +63,10 @@ class Target(Protocol):
     def exists(self, repo: str, desc: Descriptor) -> bool:
         """True if ``desc`` is present (and so need not be pushed)."""
 
-    def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener) -> None:
-        """Store the content; verify before committing; pushing twice is a no-op."""
+    def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener, *, may_stall: bool = False) -> None:
+        """Store the content; verify before committing; pushing twice is a no-op. ``may_stall``:
+        reading ``open_blob`` may pause (a source over the network), so a target that sends the
+        bytes on where an idle request is cut reads ahead of sending."""
 
     def tag(self, repo: str, desc: Descriptor, tag: str) -> None:
         """Point ``tag`` at the manifest ``desc`` (already pushed)."""

@@ -364,8 +364,9 @@ class BundleWriter:
     def exists(self, repo: str, desc: Descriptor) -> bool:
         return desc.digest in self._expected or self.stored(desc.digest)
 
-    def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener) -> None:
-        """Stream, verify and store ``desc``; on any failure nothing claims the digest."""
+    def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener, *, may_stall: bool = False) -> None:
+        """Stream, verify and store ``desc``; on any failure nothing claims the digest. (A local
+        write is never cut for idling, so ``may_stall`` changes nothing.)"""
         with self._lock, self._os_errors():
             self._check_open()
             if not self.stored(desc.digest):

@@ -25,17 +25,19 @@ MANIFEST_CACHE = 64  # recently pushed manifests kept for tag() (each at most MA
 
 class BlobUploader(Protocol):
     def upload(self, client: RegistryClient, repo: str, desc: Descriptor, open_blob: BlobOpener,
-               open_session: OpenSession) -> None:
+               open_session: OpenSession, *, may_stall: bool = False) -> None:
         """Upload ``desc`` to ``repo``. Call ``open_session()`` for a fresh session (again after
-        losing one); a session with ``mounted`` set means the blob is already there."""
+        losing one); a session with ``mounted`` set means the blob is already there.
+        ``may_stall``: reading ``open_blob`` may pause (see Target.push)."""
 
 
 class MonolithicUploader:
     """POST, then one PUT ``<Location>&digest=`` streaming the whole blob with Content-Length.
-    The stream is verified while sent, so wrong source bytes fail before the registry commits."""
+    The stream is verified while sent, so wrong source bytes fail before the registry commits.
+    It streams whether or not the source ``may_stall`` (use ChunkedUploader where that matters)."""
 
     def upload(self, client: RegistryClient, repo: str, desc: Descriptor, open_blob: BlobOpener,
-               open_session: OpenSession) -> None:
+               open_session: OpenSession, *, may_stall: bool = False) -> None:
         session = open_session()
         if session.mounted:
             return
@@ -124,10 +126,12 @@ class RegistryStore:
             self._homes.setdefault(digest, repo)
         return present
 
-    def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener, *, mount_from: str | None = None) -> None:
+    def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener, *, mount_from: str | None = None,
+             may_stall: bool = False) -> None:
         """Push a blob or a manifest (by digest); a no-op when already present. A blob seen in
         another repository of this registry during this run (or in ``mount_from``) is
-        cross-mounted from there first; any mount failure falls back to an upload."""
+        cross-mounted from there first; any mount failure falls back to an upload. ``may_stall``:
+        see Target.push."""
         if desc.is_manifest:
             self._push_manifest(repo, desc, open_blob)
             return
@@ -142,7 +146,7 @@ class RegistryStore:
                     self.mounted += 1
             return session
 
-        self.uploader.upload(self.client, repo, desc, open_blob, open_session)
+        self.uploader.upload(self.client, repo, desc, open_blob, open_session, may_stall=may_stall)
         self._homes.setdefault(desc.digest, repo)
 
     def push_range(self, repo: str, desc: Descriptor, open_at: OpenAt, start: int, end: int) -> RangeUpload:

@@ -178,8 +178,10 @@ class ChunkedUploader:
             self.sleep(min(MAX_BACKOFF, max(self.backoff * 2 ** (attempt - 1), retry_after or 0)))
 
     def upload(self, client: RegistryClient, repo: str, desc: Descriptor, open_blob: BlobOpener,
-               open_session: OpenSession) -> None:
-        blob = _BlobUpload(self, client, repo, desc, open_blob, open_session)
+               open_session: OpenSession, *, may_stall: bool = False) -> None:
+        """Upload ``desc`` (see BlobUploader.upload); chunks of a source that ``may_stall`` are
+        read whole before they are sent (BlobCursor)."""
+        blob = _BlobUpload(self, client, repo, desc, open_blob, open_session, may_stall=may_stall)
         try:
             blob.run()
         except SourceFailed as failed:
@@ -211,11 +213,12 @@ class _BlobUpload:
     """One blob's upload: sessions, chunks, recovery and journal entries."""
 
     def __init__(self, up: ChunkedUploader, client: RegistryClient, repo: str, desc: Descriptor,
-                 open_blob: BlobOpener | None, open_session: OpenSession, open_at: OpenAt | None = None) -> None:
+                 open_blob: BlobOpener | None, open_session: OpenSession, open_at: OpenAt | None = None,
+                 *, may_stall: bool = False) -> None:
         self.up, self.client, self.repo, self.desc = up, client, repo, desc
         self.open_session = open_session
         self.settings = settings_for(client.host, up.settings)
-        self.cursor = BlobCursor(open_blob, desc, open_at, may_stall=getattr(open_blob, "spool", False))
+        self.cursor = BlobCursor(open_blob, desc, open_at, may_stall=may_stall)
         self.lost = False  # a saved session could not be continued
         self.failures = 0  # failures in a row since the last acknowledged request
         self.resumed = 0
