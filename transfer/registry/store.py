@@ -14,7 +14,7 @@ from typing import ClassVar, Protocol
 
 from transfer.digest import VerifyingReader
 from transfer.models import MANIFEST_TYPES, MAX_MANIFEST_SIZE, SCHEMA1_TYPES, Descriptor
-from transfer.errors import NotFoundError, TransferError, UnsupportedManifestError
+from transfer.errors import NotFoundError, UnsupportedManifestError, UploadError
 from transfer.registry.client import RegistryClient, UploadStatus
 from transfer.registry.cursor import OpenAt
 from transfer.registry.upload import OpenSession, RangeUpload
@@ -29,6 +29,12 @@ class BlobUploader(Protocol):
         """Upload ``desc`` to ``repo``. Call ``open_session()`` for a fresh session (again after
         losing one); a session with ``mounted`` set means the blob is already there.
         ``may_stall``: reading ``open_blob`` may pause (see Target.push)."""
+
+    def upload_range(self, client: RegistryClient, repo: str, desc: Descriptor, open_at: OpenAt,
+                     start: int, end: int, open_session: OpenSession) -> RangeUpload:
+        """Send the bytes ``[start, end)`` of ``desc`` (a blob spanning bundle parts), leaving
+        the session open for the next bytes unless ``end`` completes the blob; or refuse with
+        an UploadError where the uploader cannot."""
 
 
 class MonolithicUploader:
@@ -46,6 +52,10 @@ class MonolithicUploader:
             return VerifyingReader(open_blob(), desc.digest, desc.size, what=f"blob {desc.digest}")
 
         client.finish_upload(session.location, repo, desc.digest, body=body, length=desc.size)
+
+    def upload_range(self, client: RegistryClient, repo: str, desc: Descriptor, open_at: OpenAt,
+                     start: int, end: int, open_session: OpenSession) -> RangeUpload:
+        raise UploadError(f"{client.host}: pushing part of a blob needs the chunked uploader")
 
 
 class RegistryStore:
@@ -155,14 +165,11 @@ class RegistryStore:
         for the next run unless ``end`` completes the blob (see ChunkedUploader.upload_range)."""
         if self.client.blob_size(repo, desc.digest) is not None:
             return RangeUpload(desc.size)
-        upload_range = getattr(self.uploader, "upload_range", None)
-        if upload_range is None:
-            raise TransferError(f"{self.client.host}: pushing part of a blob needs the chunked uploader")
 
         def open_session() -> UploadStatus:
             return self.client.start_upload(repo)
 
-        return upload_range(self.client, repo, desc, open_at, start, end, open_session)
+        return self.uploader.upload_range(self.client, repo, desc, open_at, start, end, open_session)
 
     def _push_manifest(self, repo: str, desc: Descriptor, open_blob: BlobOpener) -> None:
         with VerifyingReader(open_blob(), desc.digest, desc.size, what=f"manifest {desc.digest}") as reader:
