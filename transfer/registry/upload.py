@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, TypeVar
 
 from transfer.errors import NotFoundError, RegistryError, UploadError, UsageError
 from transfer.interrupt import check
@@ -50,6 +50,7 @@ MIN_BODY_LIMIT = 1 << 20  # a 413 halves the request bodies down to this, then i
 MAX_BACKOFF = 30.0
 
 OpenSession = Callable[[], UploadStatus]  # a new session (or the blob mounted)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ class _BlobUpload:
         self.open_session = open_session
         self.settings = settings_for(client.host, up.settings)
         self.cursor = BlobCursor(open_blob, desc, open_at, may_stall=may_stall)
-        self.lost = False  # a saved session could not be continued
+        self.lost = False  # the blob started over: a saved session could not be continued, or was lost
         self.failures = 0  # failures in a row since the last acknowledged request
         self.resumed = 0
         self.location: str | None = None  # the newest Location of the session in use
@@ -229,55 +230,49 @@ class _BlobUpload:
         return f"blob {self.desc.digest} ({format_size(self.desc.size)}) to {self.client.host}/{self.repo}"
 
     def run(self) -> None:
-        session, last_reason = self._resumed(), ""
-        for attempt in range(self.up.max_restarts + 1):
-            if attempt:
-                self._restart(attempt)
-                session = None
-            try:
-                self._upload(session)
-                self._forget()
-                return
-            except _SessionLost as lost:
-                last_reason = str(lost)
-            if self._landed():
-                self._forget()
-                return
-        self._cancel()
-        raise UploadError(f"upload of {self.what} failed: the session was lost "
-                          f"{self.up.max_restarts + 1} times; last: {last_reason}")
+        self._restarting(self._upload)
 
     def run_range(self, start: int, end: int) -> RangeUpload:
         if self.settings.monolithic_only:
             raise UploadError(f"{self.client.host} takes whole blobs only: {self.what} spans bundle parts, "
                               "so import the parts that hold it together")
+        done = self._restarting(lambda session: self._upload_range(session, start, end))
+        return done or RangeUpload(self.desc.size, self.lost)
+
+    def _restarting(self, attempt: Callable[[_Session | None], T]) -> T | None:
+        """The one restart path: ``attempt`` the upload from the journal's session (None: from
+        a new one), and each time the session is lost, again from a new one after a restart (at
+        most max_restarts); None when a lost session turns out to have completed the blob."""
         session, last_reason = self._resumed(), ""
-        for attempt in range(self.up.max_restarts + 1):
-            if attempt:
-                self._restart(attempt)
-                session, self.lost = None, True
-            if session is None and start > 0:
-                return RangeUpload(0, self.lost)
+        for n in range(self.up.max_restarts + 1):
+            if n:
+                self._restart(n)
+                session = None
             try:
-                session = session or self._new_session()
-                if session is None:  # mounted
-                    return RangeUpload(self.desc.size, self.lost)
-                if session.offset < start:
-                    return RangeUpload(session.offset, self.lost)
-                held = self._send_chunks(session, stop=end)
+                return attempt(session)
             except _SessionLost as lost:
-                last_reason, session = str(lost), None
-                if self._landed():
-                    self._forget()
-                    return RangeUpload(self.desc.size, self.lost)
-                continue
-            if held == self.desc.size:
+                last_reason = str(lost)
+            if self._landed():
                 self._forget()
-                self.up.count(blobs=1)
-            return RangeUpload(held, self.lost)
+                return None
         self._cancel()
         raise UploadError(f"upload of {self.what} failed: the session was lost "
                           f"{self.up.max_restarts + 1} times; last: {last_reason}")
+
+    def _upload_range(self, session: _Session | None, start: int, end: int) -> RangeUpload:
+        """Send ``[start, end)`` from ``session``; a new session is opened only from byte 0."""
+        if session is None and start > 0:
+            return RangeUpload(0, self.lost)
+        session = session or self._new_session()
+        if session is None:  # mounted
+            return RangeUpload(self.desc.size, self.lost)
+        if session.offset < start:
+            return RangeUpload(session.offset, self.lost)
+        held = self._send_chunks(session, stop=end)
+        if held == self.desc.size:
+            self._forget()
+            self.up.count(blobs=1)
+        return RangeUpload(held, self.lost)
 
     def _new_session(self) -> _Session | None:
         """POST a session (saved in the journal); None when the registry mounted the blob."""
@@ -289,6 +284,7 @@ class _BlobUpload:
         return session
 
     def _upload(self, session: _Session | None) -> None:
+        """The whole blob from ``session`` (None: a new one); its journal entry dropped at the end."""
         if session is None:
             status = self.open_session()
             if status.mounted:
@@ -303,6 +299,7 @@ class _BlobUpload:
             self._save(session)
             self._send_chunks(session)
         self.up.count(blobs=1)
+        self._forget()
 
     def _chunk(self, session: _Session) -> int:
         size = effective_chunk_size(self.up.next_chunk(), self.settings, session.min_chunk)
@@ -325,7 +322,7 @@ class _BlobUpload:
     def _restart(self, attempt: int) -> None:
         self._cancel()
         self.up.count(blobs_restarted=1, bytes_resumed=-self.resumed)
-        self.resumed, self.failures, self.cursor.held_before = 0, 0, 0
+        self.resumed, self.failures, self.cursor.held_before, self.lost = 0, 0, 0, True
         self.up.pause(attempt)
 
     # -- journal --------------------------------------------------------------------------------
