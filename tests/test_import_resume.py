@@ -10,6 +10,7 @@ import pytest
 
 from tests.bed.images import Layout
 from tests.cli_helpers import run_cli, spawn_cli
+from transfer.registry.journal import JournalEntry, UploadJournal
 from transfer.sizes import parse_size
 
 CHUNK = 1 << 20
@@ -154,3 +155,31 @@ def test_copy_from_a_stalling_source_spools_chunks_so_the_target_request_is_neve
     assert 408 not in dst_proxy.stats().statuses  # no upload request was cut for idling
     assert res.json()["upload"]["blobs_restarted"] == 0
     assert skopeo.digest(dest, "big/app:v1") == image.digest
+
+
+def test_connection_reset_on_the_post_that_opens_an_upload_does_not_end_the_import(
+        big_bundle, fresh_registry, fault_proxy, skopeo, tmp_path, capsys):
+    """A registry restarting while an upload's POST is in flight resets the connection: the POST
+    is sent again (an unused session costs nothing) and the import completes."""
+    bundle, image, layer = big_bundle
+    dest = fresh_registry()
+    proxy = fault_proxy(dest)
+    proxy.cut_request("POST", "/blobs/uploads/$", after=0)
+    res = run_cli(capsys, "import", bundle, proxy.host, "--journal", tmp_path / "journal.json")
+    assert res.code == 0, res.err
+    assert proxy.rules[0].fired == 1
+    assert skopeo.digest(dest, "big/app:v1") == image.digest
+
+
+def test_import_that_finds_a_blob_there_drops_its_stale_journal_entry(big_bundle, fresh_registry, tmp_path, capsys):
+    """An entry left at offset == size (a run killed after its final PUT landed) is removed by the
+    next run, which finds the blob present."""
+    bundle, image, layer = big_bundle
+    dest = fresh_registry()
+    journal_path = tmp_path / "journal.json"
+    assert run_cli(capsys, "import", bundle, dest.host, "--journal", journal_path, "-q").code == 0
+    location = f"{dest.url}/v2/big/app/blobs/uploads/gone"
+    UploadJournal(journal_path).save(JournalEntry(dest.host, "big/app", layer.digest, location=location,
+                                                  offset=layer.size, size=layer.size))
+    assert run_cli(capsys, "import", bundle, dest.host, "--journal", journal_path, "-q").code == 0
+    assert UploadJournal(journal_path).entries() == []

@@ -185,7 +185,7 @@ def test_429_and_503_are_retried(registry, seeded, fault_proxy):
     assert sleeps[:2] == [0.0, 0.0] and len(sleeps) == 4  # Retry-After honoured, then backoff
 
 
-def test_retries_are_bounded_and_post_is_not_retried(registry, seeded, fault_proxy):
+def test_retries_are_bounded_and_only_the_plain_session_post_is_retried(registry, seeded, fault_proxy):
     proxy = fault_proxy(registry)
     proxy.respond(503, "GET", r"/tags/list", times=None)
     proxy.respond(503, "POST", r"/blobs/uploads/", times=None)
@@ -196,7 +196,12 @@ def test_retries_are_bounded_and_post_is_not_retried(registry, seeded, fault_pro
     assert proxy.stats("GET", r"/tags/list").requests == FAST.attempts
     with pytest.raises(RegistryError):
         client.start_upload("new/repo")
-    assert proxy.stats("POST", r"/blobs/uploads/").requests == 1
+    assert proxy.stats("POST", r"/blobs/uploads/").requests == FAST.attempts  # an unused session costs nothing
+    proxy.clear()
+    proxy.respond(503, "POST", r"/blobs/uploads/", times=None)
+    with pytest.raises(RegistryError):  # the mount is tried once, then the plain POST (retried)
+        client.start_upload("new/repo", mount=seeded["small"].manifest.layers[0].digest, from_repo=seeded["small"].repo)
+    assert proxy.stats("POST", r"/blobs/uploads/").requests == 1 + FAST.attempts
 
 
 def test_rate_limit_longer_than_max_delay_is_not_waited(registry, seeded, fault_proxy):

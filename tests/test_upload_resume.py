@@ -25,7 +25,7 @@ from transfer.errors import IntegrityError, TransferError, TransferInterrupted
 from transfer.models import Descriptor
 from transfer.registry.client import RegistryClient
 from transfer.registry.credentials import Credentials
-from transfer.registry.journal import UploadJournal
+from transfer.registry.journal import JournalEntry, UploadJournal
 from transfer.registry.store import RegistryStore
 from transfer.registry.upload import ChunkedUploader
 
@@ -345,3 +345,51 @@ def test_upload_outlives_a_short_lived_token(fresh_registry):
         assert client.auth.token_requests >= 2  # the token expired mid-upload and was renewed
         assert client.blob_size(REPO, desc.digest) == desc.size
     assert up.stats.blobs_restarted == 0
+
+
+@pytest.mark.parametrize("fault", ["reset", "503"])
+def test_post_that_opens_the_session_is_retried(fresh_registry, fault_proxy, fault):
+    """A registry restarting while the POST is in flight (the connection reset, or a 503 from a
+    proxy before it) costs one more POST, not the upload: an unused session costs nothing."""
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    if fault == "reset":
+        proxy.cut_request("POST", "/blobs/uploads/$", after=0)
+    else:
+        proxy.respond(503, "POST", "/blobs/uploads/$")
+    data, desc = make_blob(3 * MiB)
+    up = uploader(MiB)
+    push(proxy.host, up, data, desc)
+    assert_blob(registry.url, desc)
+    assert len(bodies(proxy, "POST")) == 2 and proxy.rules[0].fired == 1
+    assert up.stats.blobs_restarted == 0
+
+
+def test_journal_session_gone_counts_a_restart(fresh_registry, fault_proxy, tmp_path):
+    """A blob whose saved session cannot be continued (killed, then the session purged) starts
+    over from a new POST: that is a restart, and the summary says so."""
+    registry = fresh_registry()
+    proxy = fault_proxy(registry)
+    data, desc = make_blob(6 * MiB)
+    journal = UploadJournal(tmp_path / "journal.json")
+    with pytest.raises(TransferInterrupted):
+        interrupted_push(proxy.host, journal, data, desc, 2 * MiB)
+    entry = journal.get(proxy.host, REPO, desc.digest)
+    assert requests.delete(entry.location, timeout=10).status_code == 204
+    interrupt.STOP.clear()
+    up = uploader(MiB, journal=UploadJournal(journal.path))
+    push(proxy.host, up, data, desc)
+    assert (up.stats.blobs_resumed, up.stats.blobs_restarted, up.stats.bytes_resumed) == (0, 1, 0)
+
+
+def test_stale_journal_entry_of_a_blob_already_there_is_removed(fresh_registry, tmp_path):
+    """A run killed after the final PUT landed, before the journal entry was removed, leaves an
+    entry at offset == size; the next run finds the blob there and drops the entry."""
+    registry = fresh_registry()
+    data, desc = make_blob(2 * MiB)
+    push(registry.host, uploader(MiB), data, desc)
+    journal = UploadJournal(tmp_path / "journal.json")
+    location = f"{registry.url}/v2/{REPO}/blobs/uploads/gone"
+    journal.save(JournalEntry(registry.host, REPO, desc.digest, location=location, offset=desc.size, size=desc.size))
+    push(registry.host, uploader(MiB, journal=UploadJournal(journal.path)), data, desc)
+    assert UploadJournal(journal.path).entries() == []

@@ -14,7 +14,8 @@ often it fires, None meaning always):
 - ``corrupt_response(offset)``: flip one byte of the response body (length unchanged);
 - ``cut_response(after)``: send the headers and ``after`` body bytes, then close the connection;
 - ``cut_request(after)``: forward only ``after`` request-body bytes upstream, then close both
-  connections without an answer (a broken upload, as the registry sees it);
+  connections without an answer (a broken upload, as the registry sees it); with ``after=0``
+  also a request without a body (a connection reset, as a restarting registry gives);
 - ``stall(seconds, after=None)``: wait before forwarding, or after ``after`` response bytes;
 - ``body_timeout(seconds)``: close both connections, without an answer, when no request-body byte
   arrives for ``seconds`` (nginx's ``client_body_timeout`` in front of a registry).
@@ -244,6 +245,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _forward_body(self, upstream: http.client.HTTPConnection, limit: int | None, chunked: bool,
                       exchange: Exchange) -> None:
+        if limit == 0:
+            upstream.close()
+            raise _Cut()
         for piece in self._body_pieces():
             if limit is not None and exchange.request_bytes + len(piece) >= limit:
                 piece = piece[: limit - exchange.request_bytes]

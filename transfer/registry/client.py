@@ -298,20 +298,21 @@ class RegistryClient:
 
     def start_upload(self, repo: str, *, mount: str | None = None, from_repo: str | None = None) -> UploadStatus:
         """POST a new upload session; with ``mount`` + ``from_repo`` try a cross-repository
-        mount first (best effort: any failure falls back to a plain POST)."""
+        mount first (best effort: any failure falls back to a plain POST). The plain POST is
+        retried like a GET (a connection reset, 5xx, 429): a session left unused costs nothing."""
         validate_repository(repo)
         path = f"/v2/{repo}/blobs/uploads/"
         push = (repository_scope(repo, "pull", "push"),)
         if mount and from_repo and from_repo != repo:
             try:
                 return self._post_upload(f"{path}?mount={validate_digest(mount)}&from={from_repo}",
-                                         push + (repository_scope(from_repo, "pull"),))
+                                         push + (repository_scope(from_repo, "pull"),), retry=False)
             except RegistryError:
                 pass
-        return self._post_upload(path, push)
+        return self._post_upload(path, push, retry=True)
 
-    def _post_upload(self, path: str, scopes: tuple[str, ...]) -> UploadStatus:
-        response = self.request("POST", path, scopes=scopes, idempotent=False)
+    def _post_upload(self, path: str, scopes: tuple[str, ...], *, retry: bool) -> UploadStatus:
+        response = self.request("POST", path, scopes=scopes, idempotent=retry)
         response.close()
         return _upload_status(response, mounted=response.status_code == 201)
 

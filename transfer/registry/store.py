@@ -36,6 +36,9 @@ class BlobUploader(Protocol):
         the session open for the next bytes unless ``end`` completes the blob; or refuse with
         an UploadError where the uploader cannot."""
 
+    def forget(self, client: RegistryClient, repo: str, digest: str) -> None:
+        """The blob is in ``repo``: drop whatever was saved to continue uploading it."""
+
 
 class MonolithicUploader:
     """POST, then one PUT ``<Location>&digest=`` streaming the whole blob with Content-Length.
@@ -56,6 +59,9 @@ class MonolithicUploader:
     def upload_range(self, client: RegistryClient, repo: str, desc: Descriptor, open_at: OpenAt,
                      start: int, end: int, open_session: OpenSession) -> RangeUpload:
         raise UploadError(f"{client.host}: pushing part of a blob needs the chunked uploader")
+
+    def forget(self, client: RegistryClient, repo: str, digest: str) -> None:
+        pass  # nothing is saved
 
 
 class RegistryStore:
@@ -134,6 +140,7 @@ class RegistryStore:
         present = self.client.blob_size(repo, digest) is not None
         if present:
             self._homes.setdefault(digest, repo)
+            self.uploader.forget(self.client, repo, digest)
         return present
 
     def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener, *, mount_from: str | None = None,
@@ -163,7 +170,7 @@ class RegistryStore:
         """Push the bytes ``[start, end)`` of a blob whose other bytes are not at hand (a blob
         spanning bundle parts): the upload session is continued from the journal and left open
         for the next run unless ``end`` completes the blob (see ChunkedUploader.upload_range)."""
-        if self.client.blob_size(repo, desc.digest) is not None:
+        if self._blob_present(repo, desc.digest):
             return RangeUpload(desc.size)
 
         def open_session() -> UploadStatus:

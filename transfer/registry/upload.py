@@ -190,6 +190,12 @@ class ChunkedUploader:
         finally:
             blob.cursor.close()
 
+    def forget(self, client: RegistryClient, repo: str, digest: str) -> None:
+        """The blob is in ``repo``: a journal entry for it is stale (a run killed after its final
+        PUT landed, or the blob pushed by someone else): drop it."""
+        if self.journal is not None:
+            self.journal.remove(client.host, repo, digest)
+
     def upload_range(self, client: RegistryClient, repo: str, desc: Descriptor, open_at: OpenAt,
                      start: int, end: int, open_session: OpenSession) -> RangeUpload:
         """Send the bytes ``[start, end)`` of ``desc`` that the registry does not hold yet, in
@@ -355,6 +361,7 @@ class _BlobUpload:
             self.client.cancel_upload(entry.location, self.repo)
             self._forget()
             self.lost = True
+            self.up.count(blobs_restarted=1)  # from a new POST, as after a session lost in this run
             return None
         self.resumed, self.location, self.cursor.held_before = held, status.location, held
         self.up.count(blobs_resumed=1, bytes_resumed=held)
