@@ -3,6 +3,7 @@ front of the real registry, not by the importer."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -183,3 +184,26 @@ def test_import_that_finds_a_blob_there_drops_its_stale_journal_entry(big_bundle
                                                   offset=layer.size, size=layer.size))
     assert run_cli(capsys, "import", bundle, dest.host, "--journal", journal_path, "-q").code == 0
     assert UploadJournal(journal_path).entries() == []
+
+
+@pytest.mark.parametrize("value", ["1", "0", "65535"])
+def test_chunk_size_under_64_kib_is_a_usage_error(tmp_path, capsys, value):
+    res = run_cli(capsys, "import", tmp_path / "none.bundle", "127.0.0.1:9", "--chunk-size", value)
+    assert res.code == 2
+    assert res.err.strip().splitlines()[-1].endswith("is too small: at least 64 KiB")
+
+
+def test_chunk_size_under_a_registry_minimum_is_raised_with_a_note(big_bundle, fresh_registry, fault_proxy,
+                                                                  tmp_path, capsys):
+    bundle, image, layer = big_bundle
+    dest = fresh_registry()
+    proxy = fault_proxy(dest)
+    config = tmp_path / "registries.json"
+    config.write_text(json.dumps({"registries": {proxy.host: {"min_chunk": "2MiB"}}}))
+    res = run_cli(capsys, "import", bundle, proxy.host, "--chunk-size", "1MiB", "--registry-config", config,
+                  "--journal", tmp_path / "journal.json", "--json")
+    assert res.code == 0, res.err
+    assert res.json()["upload"]["notes"] == [f"chunk size 1 MiB raised to 2 MiB for {proxy.host}, "
+                                             "the smallest chunk it takes"]
+    patches = [e.request_bytes for e in proxy.exchanges if e.method == "PATCH"]
+    assert patches == [2 * CHUNK] * 3 + [layer.size - 6 * CHUNK]

@@ -18,6 +18,7 @@ from transfer.registry.settings import (
     load_registry_settings,
     settings_for,
 )
+from transfer.registry.upload import ChunkedUploader
 from transfer.sizes import format_size, parse_size
 
 MiB = 1 << 20
@@ -144,3 +145,10 @@ def test_journal_prune_drops_only_old_entries(tmp_path):
     journal._entries[old.key] = JournalEntry(**{**old.__dict__, "updated": _time.time() - 10 * 86400})
     assert journal.prune(7 * 86400) == 1
     assert [e.digest for e in UploadJournal(tmp_path / "j.json").entries()] == ["sha256:" + "b" * 64]
+
+
+@pytest.mark.parametrize("size", [0, 1, (64 << 10) - 1])
+def test_chunk_size_under_64_kib_is_refused(size):
+    with pytest.raises(UsageError, match=r"chunk size .* is too small: at least 64 KiB"):
+        ChunkedUploader(size)
+    assert ChunkedUploader(64 << 10).chunk_size == 64 << 10

@@ -157,8 +157,9 @@ def default_journal() -> str:
 def _upload_report(store: RegistryStore) -> UploadReport:
     from transfer.registry.upload import ChunkedUploader
 
-    stats = store.uploader.stats.__dict__ if isinstance(store.uploader, ChunkedUploader) else {}
-    return UploadReport(**stats, mounted=store.mounted)
+    if not isinstance(store.uploader, ChunkedUploader):
+        return UploadReport(mounted=store.mounted)
+    return UploadReport(**store.uploader.stats.__dict__, mounted=store.mounted, notes=store.uploader.notes)
 
 
 def import_bundle(bundle: str, target: str, *, options: ImportOptions | None = None,

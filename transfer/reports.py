@@ -58,6 +58,7 @@ class UploadReport(BaseModel):
     blobs_restarted: int = 0
     status_queries: int = 0
     mounted: int = 0  # blobs cross-mounted from another repository instead of uploaded
+    notes: list[str] = Field(default_factory=list)  # e.g. a chunk size raised to a registry's minimum
 
 
 class ExportReport(CopyCounts):

@@ -14,6 +14,7 @@ from transfer.errors import IncompleteError, TransferError, UsageError
 from transfer.interrupt import STOP
 from transfer.options import DEFAULT_JOBS, RegistryAccess
 from transfer.progress import Progress
+from transfer.registry.settings import MIN_CHUNK_SIZE, check_chunk_size
 from transfer.registry.upload import CHUNK_SECONDS
 from transfer.reports import CopyCounts, ImportReport, Report
 from transfer.sizes import format_size, parse_size
@@ -84,7 +85,7 @@ def upload_lines(report: ImportReport | Any) -> list[str]:
     if up.bytes_resumed or up.blobs_restarted:
         lines.append(f"resumed {up.blobs_resumed} blob(s) from the journal: {format_size(up.bytes_resumed)} "
                      f"not sent again; {up.blobs_restarted} blob restart(s)")
-    return lines
+    return lines + [f"note: {note}" for note in up.notes]
 
 
 def upload_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -103,12 +104,19 @@ def size_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def chunk_size_arg(text: str) -> int:
+    try:
+        return check_chunk_size(size_arg(text))
+    except TransferError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_upload_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("uploads")
-    g.add_argument("--chunk-size", type=size_arg, metavar="SIZE",
-                   help=f"upload chunk size, e.g. 8MiB; smaller blobs go up in one request (default: "
-                   f"chunks of about {CHUNK_SECONDS:g} s each at the measured upload rate, from 8 MiB up, "
-                   "so an interruption costs seconds and a fast link few requests)")
+    g.add_argument("--chunk-size", type=chunk_size_arg, metavar="SIZE",
+                   help=f"upload chunk size, e.g. 8MiB, at least {format_size(MIN_CHUNK_SIZE)}; smaller blobs "
+                   f"go up in one request (default: chunks of about {CHUNK_SECONDS:g} s each at the measured "
+                   "upload rate, from 8 MiB up, so an interruption costs seconds and a fast link few requests)")
     g.add_argument("--registry-config", metavar="FILE",
                    help="per-registry upload settings: chunk limits, monolithic only (see samples/registries.json)")
     g.add_argument("--journal", metavar="FILE",

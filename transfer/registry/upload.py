@@ -32,7 +32,13 @@ from transfer.models import Descriptor
 from transfer.registry.client import RegistryClient, UploadStatus
 from transfer.registry.cursor import BlobCursor, OpenAt, SourceFailed
 from transfer.registry.journal import JournalEntry, UploadJournal
-from transfer.registry.settings import MAX_CHUNK_MIN, RegistrySettings, effective_chunk_size, settings_for
+from transfer.registry.settings import (
+    MAX_CHUNK_MIN,
+    RegistrySettings,
+    check_chunk_size,
+    effective_chunk_size,
+    settings_for,
+)
 from transfer.sizes import format_size
 from transfer.store import BlobOpener
 
@@ -114,9 +120,8 @@ class ChunkedUploader:
                  journal: UploadJournal | None = None, source: str = "", max_restarts: int = 3,
                  max_failures: int = 5, backoff: float = 0.5,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
-        if chunk_size is not None and chunk_size < 1:
-            raise UsageError(f"chunk size must be positive, not {chunk_size}")
-        self.chunk_size = chunk_size
+        self.chunk_size = None if chunk_size is None else check_chunk_size(chunk_size)
+        self._raised: dict[str, int] = {}  # host -> the chunk size its minimum raised chunk_size to
         self._rate: float | None = None  # bytes/s of one upload, learned from acknowledged requests
         self._body_limit: int | None = None  # learned from a 413
         self.threshold = threshold
@@ -136,6 +141,20 @@ class ChunkedUploader:
 
     def count(self, **counts: int) -> None:
         self._counters.add(**counts)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the user should know about the chunk size asked for (raised to a registry's minimum)."""
+        with self._counters.lock:
+            raised = sorted(self._raised.items())
+        return [f"chunk size {format_size(self.chunk_size or 0)} raised to {format_size(size)} for {host}, "
+                "the smallest chunk it takes" for host, size in raised]
+
+    def note_chunk(self, host: str, size: int) -> None:
+        """A chunk of ``size`` bytes goes to ``host``: noted if over the chunk size asked for."""
+        if self.chunk_size is not None and size > self.chunk_size:
+            with self._counters.lock:
+                self._raised[host] = max(size, self._raised.get(host, 0))
 
     def next_chunk(self) -> int:
         """The chunk size to use now, before per-registry limits."""
@@ -395,7 +414,9 @@ class _BlobUpload:
                 return session.offset  # the rest of the blob is not available yet
             if session.offset < size:
                 check(f"upload of blob {self.desc.digest}")
-                end = self._chunk_end(session, self._chunk(session), stop)
+                chunk = self._chunk(session)
+                self.up.note_chunk(self.client.host, chunk)
+                end = self._chunk_end(session, chunk, stop)
             else:
                 end = size
             if end == size and (session.offset == size or self.settings.last_chunk_in_put):
