@@ -190,7 +190,7 @@ def test_import_that_finds_a_blob_there_drops_its_stale_journal_entry(big_bundle
 def test_chunk_size_under_64_kib_is_a_usage_error(tmp_path, capsys, value):
     res = run_cli(capsys, "import", tmp_path / "none.bundle", "127.0.0.1:9", "--chunk-size", value)
     assert res.code == 2
-    assert res.err.strip().splitlines()[-1].endswith("is too small: at least 64 KiB")
+    assert res.err.strip().splitlines()[-1].endswith("is too small (at least 64 KiB)")
 
 
 def test_chunk_size_under_a_registry_minimum_is_raised_with_a_note(big_bundle, fresh_registry, fault_proxy,

@@ -149,6 +149,6 @@ def test_journal_prune_drops_only_old_entries(tmp_path):
 
 @pytest.mark.parametrize("size", [0, 1, (64 << 10) - 1])
 def test_chunk_size_under_64_kib_is_refused(size):
-    with pytest.raises(UsageError, match=r"chunk size .* is too small: at least 64 KiB"):
+    with pytest.raises(UsageError, match=r"chunk size .* is too small \(at least 64 KiB\)"):
         ChunkedUploader(size)
     assert ChunkedUploader(64 << 10).chunk_size == 64 << 10

@@ -90,7 +90,7 @@ def settings_for(host: str, table: Mapping[str, RegistrySettings] | None = None)
 def check_chunk_size(size: int) -> int:
     """``size`` if it may be asked for as the chunk size, else a UsageError."""
     if size < MIN_CHUNK_SIZE:
-        raise UsageError(f"chunk size {format_size(size)} is too small: at least {format_size(MIN_CHUNK_SIZE)}")
+        raise UsageError(f"chunk size {format_size(size)} is too small (at least {format_size(MIN_CHUNK_SIZE)})")
     return size
 
 

@@ -3,8 +3,9 @@
 Small blobs go up in one PUT; large ones in sequential PATCH chunks (``Content-Range: a-b``),
 always following the newest Location, then ``PUT ?digest=`` (empty, or carrying the last chunk).
 Chunks are sized by time unless a size is given (see CHUNK_SECONDS) and read from the source by
-a ``BlobCursor`` (streamed; spooled first when the source may stall, see cursor.py). The offset is kept on the client side; ``Range`` answers are
-advisory (followed when they say the registry holds fewer bytes, ignored when absent or the
+a ``BlobCursor`` (cursor.py): streamed into the requests, or spooled first when the source may
+stall (a registry being copied from). The offset is kept on the client side; ``Range`` answers
+are advisory (followed when they say the registry holds fewer bytes, ignored when absent or the
 ambiguous ``0-0``). A 413 halves the request bodies (``ChunkedUploader.too_large``).
 
 After every acknowledged chunk the session (Location, offset) is saved in an ``UploadJournal``, so
