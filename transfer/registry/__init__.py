@@ -2,6 +2,8 @@
 
 - ``RegistryClient`` (client.py): API calls for one host.
 - ``RegistryStore`` (store.py): a registry as a Source, Target and Catalog.
+- ``ChunkedUploader`` (upload.py): resumable blob uploads, with the blob read by cursor.py, limits
+  per registry from settings.py and sessions in flight kept by journal.py.
 - credentials.py, auth.py, tls.py: where credentials come from, how they are used, whom we trust.
 """
 
