@@ -11,7 +11,7 @@ from transfer.errors import IntegrityError, InvalidDigestError
 # algorithm -> (hashlib name, encoded length). Only registered algorithms are accepted, so a digest
 # can safely become a file name (no path characters, fixed length, lower-case hex).
 ALGORITHMS = {"sha256": ("sha256", 64), "sha512": ("sha512", 128)}
-_DIGEST_RE = re.compile(r"^(sha256|sha512):([a-f0-9]+)$")
+_DIGEST_RE = re.compile(r"\A(sha256|sha512):([a-f0-9]+)\Z")  # \Z: no trailing newline either
 
 EMPTY_SHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 READ_SIZE = 1 << 20
@@ -22,7 +22,7 @@ def validate_digest(value: str) -> str:
     """Return ``value`` if it is a well-formed digest, else raise InvalidDigestError naming it."""
     if not isinstance(value, str):
         raise InvalidDigestError(f"invalid digest {value!r}: not a string")
-    m = _DIGEST_RE.match(value)
+    m = _DIGEST_RE.fullmatch(value)
     if not m or len(m.group(2)) != ALGORITHMS[m.group(1)][1]:
         shown = value if len(value) <= 80 else value[:77] + "..."
         raise InvalidDigestError(

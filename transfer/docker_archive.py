@@ -67,6 +67,7 @@ from transfer.models import (
 )
 from transfer.reference import Reference, familiar_name
 from transfer.store import BlobOpener, Traits
+from transfer.untrusted import load_json
 
 MANIFEST_FILE = "manifest.json"
 MAX_CONFIG_SIZE = MAX_MANIFEST_SIZE
@@ -187,10 +188,10 @@ class TarIndex:
 
 def config_diff_ids(config: bytes, what: str) -> list[str]:
     """``rootfs.diff_ids`` of an image config, validated."""
+    data = load_json(config, what, LayoutError, MAX_CONFIG_SIZE)
     try:
-        data = json.loads(config)
         diff_ids = data["rootfs"]["diff_ids"]
-    except (ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         raise LayoutError(f"{what} is not an image config with rootfs.diff_ids") from None
     if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
         raise LayoutError(f"{what}: rootfs.diff_ids is not a list of digests")
@@ -234,10 +235,8 @@ class DockerArchive(IndexedSource):
     def _load_manifest_json(self) -> list[Descriptor]:
         if MANIFEST_FILE not in self._tar.members:
             raise LayoutError(f"{self.what} has neither {MANIFEST_FILE} nor an OCI {INDEX_FILE}: not a docker archive")
-        try:
-            data = json.loads(self._tar.read_small(MANIFEST_FILE, MAX_MANIFEST_SIZE))
-        except ValueError as exc:
-            raise LayoutError(f"{self.what}: {MANIFEST_FILE} is not valid JSON: {exc}") from None
+        data = load_json(self._tar.read_small(MANIFEST_FILE, MAX_MANIFEST_SIZE), f"{self.what}: {MANIFEST_FILE}",
+                         LayoutError, MAX_MANIFEST_SIZE)
         if not isinstance(data, list):
             raise LayoutError(f"{self.what}: {MANIFEST_FILE} is not a list of images")
         entries: list[Descriptor] = []
@@ -253,7 +252,9 @@ class DockerArchive(IndexedSource):
         """The OCI manifest for one manifest.json entry (see the module docstring)."""
         if not isinstance(item, dict) or not isinstance(item.get("Config"), str) or not (
             isinstance(item.get("Layers"), list) and all(isinstance(p, str) for p in item["Layers"])
-        ) or not isinstance(item.get("RepoTags") or [], list):
+        ) or not isinstance(item.get("RepoTags") or [], list) or not all(
+            isinstance(t, str) for t in item.get("RepoTags") or []
+        ):
             raise LayoutError(f"{what} lacks Config, Layers or a RepoTags list")
         config = self._tar.read_small(item["Config"], MAX_CONFIG_SIZE)
         config_digest = digest_bytes(config)

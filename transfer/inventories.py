@@ -13,10 +13,12 @@ import tempfile
 from datetime import datetime, timezone
 
 from transfer import __version__
-from transfer.errors import NotFoundError, UsageError
-from transfer.reference import RegistryPath
+from transfer.digest import validate_digest
+from transfer.errors import InvalidReferenceError, NotFoundError, UsageError
+from transfer.reference import RegistryPath, validate_repository
 from transfer.selection import CatalogFilter
 from transfer.store import Source, plan_image
+from transfer.untrusted import load_json_file
 
 FORMAT = "transfer-inventory/1"
 
@@ -64,15 +66,25 @@ def write_inventory(inventory: dict, path: str) -> None:
 
 
 def read_inventory(path: str) -> dict[str, set[str]]:
-    """digest -> repositories holding it, from an inventory file."""
+    """digest -> repositories holding it, from an inventory file (untrusted: every digest and
+    repository name is checked, so none reaches a URL unchecked)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read inventory {path}: {exc}") from None
+        data = load_json_file(path, f"inventory {path}", UsageError)
+    except OSError as exc:
+        raise UsageError(f"cannot read inventory {path}: {exc.strerror or exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("blobs"), dict):
         raise UsageError(f"{path} is not a transfer inventory (expected format {FORMAT})")
-    return {d: set(r) for d, r in data["blobs"].items() if isinstance(r, list)}
+    try:
+        return {validate_digest(d): {validate_repository(r) for r in _names(repos)}
+                for d, repos in data["blobs"].items()}
+    except InvalidReferenceError as exc:
+        raise UsageError(f"inventory {path}: {exc}") from None
+
+
+def _names(repos: object) -> list:
+    if not isinstance(repos, list):
+        raise InvalidReferenceError(f"a blob's repositories are {type(repos).__name__}, not a list")
+    return repos
 
 
 def bundle_holdings(path: str) -> dict[str, set[str]]:

@@ -32,13 +32,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Iterator
 
-from pydantic import ValidationError
-
 from transfer.digest import VerifyingReader, copy_stream, validate_digest
 from transfer.errors import InvalidReferenceError, LayoutError, NotFoundError
 from transfer.models import MANIFEST_TYPES, MAX_MANIFEST_SIZE, OCI_INDEX, OCI_MANIFEST, Descriptor
 from transfer.reference import TAG_RE, Reference, validate_tag
 from transfer.store import BlobOpener, Traits
+from transfer.untrusted import MAX_JSON_FILE, load_json, validate
 
 LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
@@ -108,43 +107,48 @@ def tagged_entry(desc: Descriptor, repo: str, tag: str) -> dict[str, Any]:
 def check_layout_version(raw: bytes, what: str) -> None:
     """Refuse an ``oci-layout`` file other than ``{"imageLayoutVersion": "1.0.0"}``."""
     try:
-        version = json.loads(raw).get("imageLayoutVersion")
-    except (ValueError, AttributeError):
-        version = None
+        data = load_json(raw, f"{what}: {LAYOUT_FILE}", LayoutError, 4096)
+    except LayoutError:
+        data = None
+    version = data.get("imageLayoutVersion") if isinstance(data, dict) else None
     if version != LAYOUT_VERSION:
         raise LayoutError(f"{what}: unsupported {LAYOUT_FILE} (imageLayoutVersion {version!r}, expected {LAYOUT_VERSION!r})")
 
 
 def parse_index(raw: bytes, what: str) -> tuple[dict[str, Any], list[Descriptor]]:
     """Parse index.json: the whole object (to rewrite it) and its entries as descriptors."""
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LayoutError(f"{what} is not valid JSON: {exc}") from None
+    data = load_json(raw, what, LayoutError, MAX_JSON_FILE)
     manifests = data.get("manifests") if isinstance(data, dict) else None
     if not isinstance(manifests, list) or data.get("schemaVersion") != 2:
         raise LayoutError(f"{what} is not an image index (schemaVersion 2 with a manifests list)")
-    entries = []
-    for i, item in enumerate(manifests):
-        try:
-            entries.append(Descriptor.model_validate(item))
-        except ValidationError as exc:
-            problem = exc.errors()[0]
-            raise LayoutError(f"{what}: entry {i} is not a valid descriptor: {problem['msg']}") from None
+    entries = [validate(Descriptor, item, f"{what}: entry {i} is not a valid descriptor", LayoutError)
+               for i, item in enumerate(manifests)]
+    for i, desc in enumerate(entries):
+        check_naming(desc.annotations, f"{what}: entry {i}")
     return data, entries
+
+
+def check_naming(annotations: dict[str, Any] | None, what: str) -> None:
+    """Refuse a name annotation with control or non-ASCII characters (``v1\n``, terminal
+    escapes): it could reach a terminal, a file name or a URL. Other names that are not
+    references only leave the entry unnamed (see ``entry_name``)."""
+    for key in _NAMING:
+        value = (annotations or {}).get(key)
+        if value is not None and not (value.isascii() and value.isprintable() and " " not in value):
+            raise LayoutError(f"{what}: malformed {key} {value[:80]!r}")
 
 
 def sniff_manifest_type(raw: bytes, what: str) -> str:
     """The media type a stored manifest declares (inferred for an old body without one)."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        data = load_json(raw, what, LayoutError, MAX_MANIFEST_SIZE)
+    except LayoutError:
         raise NotFoundError(f"{what} is not a manifest (not JSON)") from None
     if not isinstance(data, dict) or data.get("schemaVersion") != 2:
         raise NotFoundError(f"{what} is not a manifest")
     media_type = data.get("mediaType") or (OCI_INDEX if "manifests" in data else OCI_MANIFEST)
     if media_type not in MANIFEST_TYPES:
-        raise NotFoundError(f"{what} is not a manifest (media type {media_type})")
+        raise NotFoundError(f"{what} is not a manifest (media type {str(media_type)[:80]!r})")
     return media_type
 
 
@@ -266,7 +270,8 @@ class OciLayout(IndexedSource):
 
     def _read_index(self) -> tuple[dict[str, Any], list[Descriptor]]:
         try:
-            raw = (self.path / INDEX_FILE).read_bytes()
+            with open(self.path / INDEX_FILE, "rb") as fh:
+                raw = fh.read(MAX_JSON_FILE + 1)  # more is refused by parse_index
         except OSError as exc:
             raise LayoutError(f"{self.what}: cannot read {INDEX_FILE}: {exc.strerror}") from None
         return parse_index(raw, f"{self.what}: {INDEX_FILE}")

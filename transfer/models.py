@@ -6,13 +6,11 @@ those bytes to find children and platforms; they are never serialised back for a
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from transfer.digest import validate_digest
-from transfer.errors import UnsupportedManifestError
+from transfer.errors import TransferError, UnsupportedManifestError
+from transfer.untrusted import load_json, validate
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -36,6 +34,7 @@ SCHEMA1_TYPES = frozenset({DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED})
 # never converts to schema1 behind our back).
 MANIFEST_ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST])
 MAX_MANIFEST_SIZE = 8 << 20  # refuse to read more (registries cap pushes at 4 MiB)
+MAX_SIZE = (1 << 63) - 1  # a descriptor's size is an int64 (image-spec descriptor.md)
 
 
 def is_manifest_type(media_type: str | None) -> bool:
@@ -76,7 +75,7 @@ class Descriptor(BaseModel):
 
     media_type: str = Field(alias="mediaType")
     digest: str
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_SIZE)
     annotations: dict[str, str] | None = None
     platform: Platform | None = None
     artifact_type: str | None = Field(default=None, alias="artifactType")
@@ -126,22 +125,21 @@ class ManifestView(BaseModel):
         return [] if self.is_index else self.children()
 
 
-def parse_manifest(raw: bytes, media_type: str | None, what: str = "manifest") -> ManifestView:
-    """Parse manifest bytes into a view; refuse schema1 and anything that is not a manifest."""
+def parse_manifest(raw: bytes, media_type: str | None, what: str = "manifest",
+                   error: type[TransferError] = UnsupportedManifestError) -> ManifestView:
+    """Parse manifest bytes into a view; refuse schema1 and anything that is not a manifest.
+    Malformed content raises ``error`` (a bundle's reader passes CorruptBundleError)."""
     if media_type in SCHEMA1_TYPES:
         raise UnsupportedManifestError(
             f"{what} is a Docker schema1 manifest ({media_type}), which cannot be carried without "
             "changing its digest; convert it at the source first"
         )
-    try:
-        data: Any = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UnsupportedManifestError(f"{what} is not valid JSON: {exc}") from None
+    data = load_json(raw, what, error, MAX_MANIFEST_SIZE)
     if not isinstance(data, dict):
-        raise UnsupportedManifestError(f"{what} is not a JSON object")
+        raise error(f"{what} is not a JSON object")
     if data.get("schemaVersion") == 1:
         raise UnsupportedManifestError(f"{what} is a Docker schema1 manifest, which cannot be carried faithfully")
-    view = ManifestView.model_validate(data)
+    view = validate(ManifestView, data, what, error)
     body_type = view.media_type
     if body_type and media_type and body_type != media_type:
         raise UnsupportedManifestError(

@@ -15,18 +15,22 @@ DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
-REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# Anchored with \A and \Z (``$`` also matches before a trailing newline): ``v1\n`` is no tag.
+REPOSITORY_RE = re.compile(rf"\A{_COMPONENT}(?:/{_COMPONENT})*\Z")
+TAG_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 _LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-HOST_RE = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?$")
+HOST_RE = re.compile(rf"\A(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?\Z")
 MAX_NAME_LENGTH = 255
 
 
 def validate_repository(name: str, whole: str | None = None) -> str:
     """Return ``name`` if it is a valid repository path, else raise naming the bad part."""
-    if REPOSITORY_RE.match(name):
+    if isinstance(name, str) and len(name) <= MAX_NAME_LENGTH and REPOSITORY_RE.match(name):
         return name
     context = f" in {whole!r}" if whole and whole != name else ""
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH:
+        shown = repr(name)[:80]
+        raise InvalidReferenceError(f"invalid repository name {shown}{context}: not a string of at most {MAX_NAME_LENGTH} characters")
     if name != name.lower() and REPOSITORY_RE.match(name.lower()):
         raise InvalidReferenceError(f"repository name {name!r}{context} must be lower case")
     raise InvalidReferenceError(
@@ -36,13 +40,19 @@ def validate_repository(name: str, whole: str | None = None) -> str:
 
 
 def validate_tag(tag: str, whole: str | None = None) -> str:
-    if TAG_RE.match(tag):
+    if isinstance(tag, str) and TAG_RE.match(tag):
         return tag
     context = f" in {whole!r}" if whole and whole != tag else ""
+    shown = repr(tag) if len(repr(tag)) <= 80 else repr(tag)[:77] + "..."
     raise InvalidReferenceError(
-        f"invalid tag {tag!r}{context}: up to 128 of letters, digits, '_', '.', '-', "
+        f"invalid tag {shown}{context}: up to 128 of letters, digits, '_', '.', '-', "
         "not starting with '.' or '-'"
     )
+
+
+def validate_tag_or_digest(ref: str) -> str:
+    """A manifest reference as it goes into a URL: a digest (it has a colon) or a tag."""
+    return validate_digest(ref) if isinstance(ref, str) and ":" in ref else validate_tag(ref)
 
 
 def _is_host(first: str) -> bool:

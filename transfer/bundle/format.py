@@ -15,9 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from transfer.digest import is_digest
-from transfer.errors import CorruptBundleError, UnsupportedBundleError
+from transfer.errors import CorruptBundleError, InvalidReferenceError, UnsupportedBundleError
 from transfer.models import Descriptor
+from transfer.reference import validate_repository, validate_tag
 from transfer.store import ImagePlan
+from transfer.untrusted import load_json, validate
 
 MAGIC = b"\x89TRBNDL\n"
 VERSION = 1
@@ -301,6 +303,14 @@ def _media_type(d: Any, key: str, what: str) -> str:
     return v
 
 
+def _name(value: Any, check: Any, what: str) -> Any:
+    """A repository name or tag from the bundle, checked like one typed by the user."""
+    try:
+        return check(value)
+    except InvalidReferenceError as exc:
+        raise CorruptBundleError(f"{what}: {exc}") from None
+
+
 def decode_chunk_entry(d: Any, part: int, limit: int, what: str) -> ChunkEntry:
     if _get(d, "codec", str, what) not in CODECS:
         raise CorruptBundleError(f"{what}: unknown codec {d['codec'][:20]!r}")
@@ -321,7 +331,8 @@ def decode_catalog_entry(d: Any, what: str) -> CatalogEntry:
     if (tag is not None and not isinstance(tag, str)) or not all(isinstance(p, str) for p in platforms):
         raise CorruptBundleError(f"{what}: malformed catalog entry")
     return CatalogEntry(
-        _get(d, "repository", str, what), tag, _digest(d, "digest", what),
+        _name(_get(d, "repository", str, what), validate_repository, what),
+        None if tag is None else _name(tag, validate_tag, what), _digest(d, "digest", what),
         _media_type(d, "media_type", what), list(platforms), _nat(d, "size", what),
     )
 
@@ -374,8 +385,10 @@ def _plan_image(d: Any, contents: list[Descriptor], what: str) -> ImagePlan:
     for n in (n for pick in picks for n in pick):
         if not (isinstance(n, int) and not isinstance(n, bool) and 0 <= n < len(contents)):
             raise CorruptBundleError(f"{what}: plan image refers to content {str(n)[:20]!r}, which is not listed")
-    repo, manifests = _get(d, "repository", str, what), [contents[n] for n in picks[0]]
-    return ImagePlan(repo, repo, manifests[-1], list(tags), manifests, [contents[n] for n in picks[1]])
+    repo = _name(_get(d, "repository", str, what), validate_repository, what)
+    manifests = [contents[n] for n in picks[0]]
+    return ImagePlan(repo, repo, manifests[-1], [_name(t, validate_tag, what) for t in tags], manifests,
+                     [contents[n] for n in picks[1]])
 
 
 @dataclass
@@ -411,10 +424,7 @@ def encode_index(doc: IndexDoc) -> bytes:
 
 def decode_index(data: bytes, limit: int, what: str) -> IndexDoc:
     """Parse and check an index; ``limit`` is the offset every record must end before."""
-    try:
-        d = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise CorruptBundleError(f"{what}: index is not valid JSON") from None
+    d = load_json(data, f"{what}: index", CorruptBundleError, MAX_INDEX_SIZE)
     if not isinstance(d, dict) or d.get("format") != "transfer-bundle":
         raise CorruptBundleError(f"{what}: index is not a transfer bundle index")
     if d.get("version") != VERSION:
@@ -438,4 +448,5 @@ def _expected(d: Any, what: str) -> dict[str, Any]:
     _digest(d, "digest", what)
     _nat(d, "size", what)
     _media_type(d, "mediaType", what)
+    validate(Descriptor, d, f"{what}: expected {d['digest']}", CorruptBundleError)
     return d

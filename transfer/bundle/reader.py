@@ -304,7 +304,8 @@ class BundleReader:
             seen.add(d)
             desc = self.descriptor(d)
             if desc.is_manifest and len(seen) < 100_000:
-                view = parse_manifest(read_manifest(self, "", desc, MAX_MANIFEST_SIZE), desc.media_type, d)
+                raw = read_manifest(self, "", desc, MAX_MANIFEST_SIZE)
+                view = parse_manifest(raw, desc.media_type, f"{self.path}: manifest {d}", CorruptBundleError)
                 todo.extend(c.digest for c in view.children())
         return sum(self.descriptor(d).size for d in seen)
 

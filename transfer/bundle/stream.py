@@ -7,7 +7,6 @@ READ_SIZE, so a hostile bundle costs at most a bounded buffer.
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator
@@ -18,6 +17,7 @@ from transfer.bundle import format as fmt
 from transfer.bundle.format import CatalogEntry, ChunkEntry, IndexDoc, RecordHeader
 from transfer.digest import READ_SIZE, Readable, digest_bytes
 from transfer.errors import BundleError, CorruptBundleError
+from transfer.untrusted import load_json
 
 
 def read_exact(src: Readable, n: int, what: str) -> bytes:
@@ -240,10 +240,7 @@ def apply_small_record(doc: IndexDoc, h: RecordHeader, data: bytes, what: str) -
     """Fold a meta, root or expect record into ``doc`` (used by scans and sequential readers)."""
     if digest_bytes(data) != h.digest:
         raise CorruptBundleError(f"{what}: {fmt.RECORD_TYPES[h.type]} record digest mismatch")
-    try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise CorruptBundleError(f"{what}: {fmt.RECORD_TYPES[h.type]} record is not JSON") from None
+    obj = load_json(data, f"{what}: {fmt.RECORD_TYPES[h.type]} record", CorruptBundleError, fmt.MAX_SMALL_RECORD)
     if h.type == fmt.META:
         doc.created = fmt._get(obj, "created", str, what)
         doc.tool_version = fmt._get(obj, "tool_version", str, what)

@@ -7,7 +7,6 @@ challenge); nothing here logs or formats a secret.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import requests
 from transfer.errors import AuthenticationError, NotFoundError, RegistryError
 from transfer.registry.credentials import Credentials
 from transfer.registry.http import read_capped, strip_query
+from transfer.untrusted import load_json
 
 if TYPE_CHECKING:
     from transfer.registry.http import Transport
@@ -229,10 +229,7 @@ class Authenticator:
                 status=exc.status, method=method, url=strip_query(realm), errors=exc.errors,
             ) from None
         raw = read_capped(response, MAX_TOKEN_RESPONSE)
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            data = None
+        data = load_json(raw, f"{method} {strip_query(realm)}: token response", RegistryError, MAX_TOKEN_RESPONSE)
         if not isinstance(data, dict):
             raise RegistryError(f"{method} {strip_query(realm)}: token response is not a JSON object",
                                 method=method, url=strip_query(realm))
