@@ -4,34 +4,43 @@ choice, catalog and tags with pagination, manifests, blobs, and the upload primi
 
 from __future__ import annotations
 
-import json
+import hashlib
+import logging
 import re
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
-from urllib.parse import urljoin
+from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 
 from transfer.digest import Digester, VerifyingReader, is_digest, validate_digest
 from transfer.errors import (
     IntegrityError,
+    InvalidReferenceError,
     NotFoundError,
     RegistryError,
     RegistryUnreachableError,
     UnsupportedManifestError,
 )
 from transfer.models import MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, OCI_INDEX, Descriptor
-from transfer.reference import validate_repository
+from transfer.reference import validate_repository, validate_tag, validate_tag_or_digest
 from transfer.registry.auth import CATALOG_SCOPE, Authenticator, repository_scope
 from transfer.registry.blobs import ResumingBody
 from transfer.registry.credentials import Credentials
-from transfer.registry.http import Body, RetryPolicy, Transport, strip_query
+from transfer.registry.http import Body, RetryPolicy, Transport, header_int, strip_query
 from transfer.registry.tls import TLSPolicy, tls_policy
+from transfer.untrusted import load_json, validate
+
+log = logging.getLogger("transfer.registry")
 
 _LINK_RE = re.compile(r'<([^>]*)>\s*;[^,]*?rel="?next"?', re.IGNORECASE)
-MAX_PAGES = 10_000
+# What a path we build may hold: /v2/, then segments of repository, tag and digest characters
+# (never '.' or '..' alone), then a query of the few parameters we send.
+_API_PATH = re.compile(r"\A/v2/(?:[A-Za-z0-9_:-][A-Za-z0-9._:-]*/)*[A-Za-z0-9._:-]*(?:\?[A-Za-z0-9._:=&/-]*)?\Z")
+MAX_PAGES = 10_000  # of a catalog, tags list or referrers list
+MAX_LIST_ENTRIES = 1_000_000  # names or descriptors in all the pages of one list
 MAX_LIST_BODY = 16 << 20
 
 
@@ -65,14 +74,31 @@ def parse_range_end(value: str | None) -> int | None:
     """``0-N`` or ``bytes=0-N`` -> N."""
     if not value:
         return None
-    tail = value.strip().rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else None
+    return header_int(value.strip().rsplit("-", 1)[-1])
 
 
 def next_link(response: requests.Response) -> str | None:
     """The ``Link: <url>; rel="next"`` target resolved against the request URL, verbatim."""
     m = _LINK_RE.search(response.headers.get("Link", ""))
     return urljoin(response.url, m.group(1)) if m else None
+
+
+def api_path(path: str) -> str:
+    """The last line of defence: a path this client builds must stay inside the Registry API
+    (``/v2/...``, no ``..`` segment, no character a name cannot hold); anything else is refused."""
+    if not _API_PATH.match(path) or any(seg in (".", "..") for seg in path.partition("?")[0].split("/")):
+        raise InvalidReferenceError(f"refusing to send a request for {path[:120]!r}: not a Registry API path")
+    return path
+
+
+def server_url(url: str) -> str:
+    """An absolute URL the registry gave (Location, Link) must stay under ``/v2/``."""
+    parts = urlsplit(url)
+    segments = unquote(parts.path).split("/")
+    if parts.scheme not in ("http", "https") or not parts.path.startswith("/v2/") or {".", ".."} & set(segments):
+        raise RegistryError(f"refusing to follow {strip_query(url)[:200]!r} given by the registry: "
+                            "not a path under /v2/", url=strip_query(url))
+    return url
 
 
 def with_digest(location: str, digest: str) -> str:
@@ -152,7 +178,8 @@ class RegistryClient:
         raise first_error
 
     def url(self, path: str) -> str:
-        return path if "://" in path else self.base_url + path
+        """An absolute URL as given (checked: under /v2/), or a path of ours on the base URL."""
+        return server_url(path) if "://" in path else self.base_url + api_path(path)
 
     def request(self, method: str, path: str, *, scopes: tuple[str, ...] = (), idempotent: bool | None = None,
                 **kw: Any) -> requests.Response:
@@ -163,33 +190,59 @@ class RegistryClient:
         return self.transport.request(method, self.url(path), idempotent=idempotent, auth=self.auth,
                                       scopes=scopes, **kw)
 
-    def _pages(self, path: str, scopes: tuple[str, ...], key: str) -> Iterator[list[str]]:
-        url: str | None = self.url(path)
-        for _ in range(MAX_PAGES):
-            if url is None:
-                return
-            response = self.request("GET", url, scopes=scopes)
+    def _pages(self, path: str, scopes: tuple[str, ...], key: str, **kw: Any) -> Iterator[list[Any]]:
+        """The ``key`` list of every page of a paged answer, following ``Link: rel="next"``:
+        same host and path only, never a page twice, at most MAX_PAGES pages and
+        MAX_LIST_ENTRIES entries in all (a registry that pages forever ends in an error)."""
+        first = self.url(path)
+        url: str | None = first
+        seen: set[bytes] = set()
+        total = 0
+        while url is not None:
+            if len(seen) >= MAX_PAGES:
+                raise RegistryError(f"GET {strip_query(first)}: more than {MAX_PAGES} pages; giving up")
+            seen.add(hashlib.sha256(url.encode()).digest())
+            response = self.request("GET", url, scopes=scopes, **kw)
+            link = next_link(response)
             data = _json_body(response, MAX_LIST_BODY)
             items = data.get(key) if isinstance(data, dict) else None
-            yield [x for x in items or [] if isinstance(x, str)]
-            url = next_link(response)
-        raise RegistryError(f"GET {strip_query(self.url(path))}: more than {MAX_PAGES} pages; giving up")
+            items = items if isinstance(items, list) else []
+            total += len(items)
+            if total > MAX_LIST_ENTRIES:
+                raise RegistryError(f"GET {strip_query(first)}: more than {MAX_LIST_ENTRIES} entries; giving up")
+            yield items
+            url = self._next_page(link, first, seen)
+
+    def _next_page(self, link: str | None, first: str, seen: set[bytes]) -> str | None:
+        """The next page to fetch, refused when it leaves the list or goes back to a fetched one."""
+        if link is None:
+            return None
+        there, here = urlsplit(link), urlsplit(first)
+        if (there.scheme, there.netloc, there.path) != (here.scheme, here.netloc, here.path):
+            raise RegistryError(f"GET {strip_query(first)}: refusing to follow a Link to another place "
+                                f"(host {there.netloc[:100]!r}, path {there.path[:100]!r})", url=strip_query(first))
+        if hashlib.sha256(link.encode()).digest() in seen:
+            raise RegistryError(f"GET {strip_query(first)}: the Link header leads back to a page already "
+                                f"fetched ({strip_query(link)[:200]}); giving up", url=strip_query(first))
+        return link
 
     # -- listing --------------------------------------------------------------------------------
 
     def catalog(self, page_size: int = 1000) -> list[str]:
-        """Every repository (``/v2/_catalog``, following Link pages), sorted."""
+        """Every repository (``/v2/_catalog``, following Link pages), sorted. A name that is not
+        a valid repository name is skipped with a warning (it must not reach a URL or a terminal)."""
         names: set[str] = set()
         for page in self._pages(f"/v2/_catalog?n={page_size}", (CATALOG_SCOPE,), "repositories"):
-            names.update(page)
+            names.update(_valid_names(page, validate_repository, f"repository name(s) in the catalog of {self.host}"))
         return sorted(names)
 
     def tags(self, repo: str) -> list[str]:
-        """Every tag of ``repo`` (following Link pages), sorted; NotFoundError if unknown."""
+        """Every tag of ``repo`` (following Link pages), sorted; NotFoundError if unknown. A tag
+        that is not a valid tag (``../x``, ``a/b``, ``v1\\n``) is skipped with a warning."""
         validate_repository(repo)
         tags: set[str] = set()
         for page in self._pages(f"/v2/{repo}/tags/list", (repository_scope(repo, "pull"),), "tags"):
-            tags.update(page)
+            tags.update(_valid_names(page, validate_tag, f"tag(s) of {self.host}/{repo}"))
         return sorted(tags)
 
     def referrers(self, repo: str, digest: str) -> list[Descriptor] | None:
@@ -197,23 +250,15 @@ class RegistryClient:
         (following Link pages). None where the registry has no such API (404, as distribution
         2.8 answers), so the caller falls back to the ``sha256-<hex>`` tag schema."""
         validate_repository(repo)
-        url: str | None = self.url(f"/v2/{repo}/referrers/{validate_digest(digest)}")
-        found: list[Descriptor] = []
-        for page in range(MAX_PAGES):
-            if url is None:
-                return found
-            try:
-                response = self.request("GET", url, scopes=(repository_scope(repo, "pull"),),
-                                        headers={"Accept": OCI_INDEX})
-            except NotFoundError:
-                if page:
-                    raise
-                return None
-            data = _json_body(response, MAX_LIST_BODY)
-            entries = data.get("manifests") if isinstance(data, dict) else None
-            found += [Descriptor.model_validate(m) for m in entries or [] if isinstance(m, dict)]
-            url = next_link(response)
-        raise RegistryError(f"GET {strip_query(self.url(f'/v2/{repo}/referrers/{digest}'))}: more than {MAX_PAGES} pages")
+        what = f"referrers of {self.host}/{repo}@{validate_digest(digest)}"
+        pages = self._pages(f"/v2/{repo}/referrers/{digest}", (repository_scope(repo, "pull"),), "manifests",
+                            headers={"Accept": OCI_INDEX})
+        try:
+            first = next(pages)
+        except NotFoundError:
+            return None
+        return [validate(Descriptor, m, f"{what}: entry", RegistryError)
+                for page in (first, *pages) for m in page if isinstance(m, dict)]
 
     # -- manifests ------------------------------------------------------------------------------
 
@@ -221,21 +266,23 @@ class RegistryClient:
         """Resolve a tag or digest to a descriptor with a HEAD (GET when the registry does not
         say the digest)."""
         validate_repository(repo)
+        validate_tag_or_digest(ref)
         response = self.request("HEAD", f"/v2/{repo}/manifests/{ref}", scopes=(repository_scope(repo, "pull"),),
                                 headers={"Accept": MANIFEST_ACCEPT})
         response.close()
         digest = response.headers.get("Docker-Content-Digest", "")
-        size = response.headers.get("Content-Length", "")
+        size = header_int(response.headers.get("Content-Length"))
         if is_digest(ref):
             digest = ref
-        if not (is_digest(digest) and size.isdigit() and media_type_of(response)):
+        if not (is_digest(digest) and size is not None and media_type_of(response)):
             return self.get_manifest(repo, ref).descriptor
-        return Descriptor(media_type=media_type_of(response), digest=digest, size=int(size))
+        return Descriptor(media_type=media_type_of(response), digest=digest, size=size)
 
     def get_manifest(self, repo: str, ref: str) -> Manifest:
         """GET a manifest's exact bytes, verified against the digest asked for (or the
         ``Docker-Content-Digest`` of a tag); refuses more than MAX_MANIFEST_SIZE bytes."""
         validate_repository(repo)
+        validate_tag_or_digest(ref)
         what = f"manifest {self.host}/{repo}{'@' if is_digest(ref) else ':'}{ref}"
         response = self.request("GET", f"/v2/{repo}/manifests/{ref}", scopes=(repository_scope(repo, "pull"),),
                                 headers={"Accept": MANIFEST_ACCEPT})
@@ -251,6 +298,7 @@ class RegistryClient:
     def put_manifest(self, repo: str, ref: str, data: bytes, media_type: str) -> str:
         """PUT the exact bytes by digest or tag; returns the registry's digest for them."""
         validate_repository(repo)
+        validate_tag_or_digest(ref)
         if len(data) > MAX_MANIFEST_SIZE:
             raise UnsupportedManifestError(f"manifest for {repo} is {len(data)} bytes; the limit is {MAX_MANIFEST_SIZE}")
         response = self.request("PUT", f"/v2/{repo}/manifests/{ref}", scopes=(repository_scope(repo, "pull", "push"),),
@@ -271,8 +319,8 @@ class RegistryClient:
         except NotFoundError:
             return None
         response.close()
-        size = response.headers.get("Content-Length", "")
-        return int(size) if size.isdigit() else -1
+        size = header_int(response.headers.get("Content-Length"))
+        return -1 if size is None else size
 
     def get_blob(self, repo: str, digest: str, size: int | None = None) -> VerifyingReader:
         """Stream a blob in bounded memory, resuming a dropped download with Range; size and
@@ -305,7 +353,7 @@ class RegistryClient:
         push = (repository_scope(repo, "pull", "push"),)
         if mount and from_repo and from_repo != repo:
             try:
-                return self._post_upload(f"{path}?mount={validate_digest(mount)}&from={from_repo}",
+                return self._post_upload(f"{path}?mount={validate_digest(mount)}&from={validate_repository(from_repo)}",
                                          push + (repository_scope(from_repo, "pull"),), retry=False)
             except RegistryError:
                 pass
@@ -350,23 +398,35 @@ class RegistryClient:
             pass
 
 
+def _valid_names(items: list[Any], check: Callable[[str], str], what: str) -> list[str]:
+    """The items that pass ``check``; the others are left out with one warning naming the first."""
+    good, bad = [], []
+    for item in items:
+        try:
+            good.append(check(item))
+        except InvalidReferenceError:
+            bad.append(item)
+    if bad:
+        log.warning("skipping %d invalid %s, e.g. %s", len(bad), what, repr(bad[0])[:100])
+    return good
+
+
 def _upload_status(response: requests.Response, mounted: bool = False) -> UploadStatus:
     location = response.headers.get("Location")
-    min_chunk = response.headers.get("OCI-Chunk-Min-Length", "")
     return UploadStatus(
         location=urljoin(response.url, location) if location else response.url,
         range_end=parse_range_end(response.headers.get("Range")),
         mounted=mounted,
         digest=response.headers.get("Docker-Content-Digest"),
-        min_chunk=int(min_chunk) if min_chunk.isdigit() else None,
+        min_chunk=header_int(response.headers.get("OCI-Chunk-Min-Length")),
     )
 
 
 def _read_limited(response: requests.Response, limit: int, what: str,
                   too_large: type[Exception] = UnsupportedManifestError) -> bytes:
     """Read a whole (small) body, refusing more than ``limit`` bytes with a clear error."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit:
+    declared = header_int(response.headers.get("Content-Length"))
+    if declared is not None and declared > limit:
         response.close()
         raise too_large(f"{what} is {declared} bytes; refusing more than {limit}")
     parts, total = [], 0
@@ -384,8 +444,6 @@ def _read_limited(response: requests.Response, limit: int, what: str,
 
 
 def _json_body(response: requests.Response, limit: int) -> Any:
-    raw = _read_limited(response, limit, f"response of {strip_query(response.url)}", RegistryError)
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise RegistryError(f"GET {strip_query(response.url)}: answer is not JSON", url=strip_query(response.url)) from None
+    """A registry's JSON answer (a list page, a referrers index), read and parsed within bounds."""
+    what = f"GET {strip_query(response.url)}: answer"
+    return load_json(_read_limited(response, limit, what, RegistryError), what, RegistryError, limit)

@@ -108,12 +108,22 @@ def read_capped(response: requests.Response, limit: int) -> bytes:
     return b"".join(parts)
 
 
+_HEADER_INT = re.compile(r"\A[0-9]{1,19}\Z")
+
+
+def header_int(value: str | None) -> int | None:
+    """A header's non-negative integer (Content-Length, a Range end), None when it is anything
+    else: str.isdigit admits '²' and 5,000-digit numbers, which int() refuses or should not take."""
+    value = (value or "").strip()
+    return int(value) if _HEADER_INT.match(value) else None
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """``Retry-After`` as seconds (delay-seconds or HTTP-date), None when absent or unreadable."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if header_int(value) is not None:
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
