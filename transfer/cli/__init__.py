@@ -83,6 +83,15 @@ def _command_word(argv: list[str]) -> str | None:
     return next((word for word in argv if not word.startswith("-")), None)
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (newlines, terminal escapes such as
+    ``\x1b]0;...\x07``) shown as its escape: what a bundle or a registry names must not drive the
+    terminal. (Names are refused where they enter; this is the second line.)"""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _setup_logging(debug: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except TransferError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"transfer: error: {exc}", file=sys.stderr)
+        print(f"transfer: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # stdout closed early (| head)
         return 1
@@ -117,8 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"transfer: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"transfer: error: {printable(where + str(exc.strerror or exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("transfer: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug (hostile input must raise a TransferError): one line, no traceback
+        if args.debug:
+            traceback.print_exc()
+        text = printable(f"{type(exc).__name__}: {exc}")[:300]
+        print(f"transfer: internal error: {text} (run with --debug for the traceback)", file=sys.stderr)
+        return 1

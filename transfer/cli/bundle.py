@@ -10,6 +10,7 @@ from typing import Any
 
 from transfer.bundle import BundleReader, rewrite_index
 from transfer.bundle.verify import VerifyReport
+from transfer.cli import printable
 from transfer.sizes import format_size
 
 BUNDLE_HELP = "the bundle file, a split set's name (NAME for NAME.001, NAME.002, ...) or one part NAME.00N"
@@ -72,12 +73,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print(listing.to_json())
             return 0
         parts = f", parts {','.join(map(str, info.parts_present))} of {info.parts_expected or '?'}" if info.split else ""
-        print(f"{reader.path}: {_status(reader)}")
-        print(f"created {info.created} by transfer {info.tool_version} from {info.source_registry or '(unknown)'}{parts}")
+        print(printable(f"{reader.path}: {_status(reader)}"))
+        print(printable(f"created {info.created} by transfer {info.tool_version} from {info.source_registry or '(unknown)'}{parts}"))
         table = [("REPOSITORY", "TAG", "DIGEST", "PLATFORMS", "SIZE")]
         for e in listing.images:
-            table.append((e.repository, e.tag or "<none>", e.digest[:19], ",".join(e.platforms) or "-",
-                          format_size(e.total_size)))
+            table.append(tuple(map(printable, (e.repository, e.tag or "<none>", e.digest[:19],
+                                               ",".join(e.platforms) or "-", format_size(e.total_size)))))
         widths = [max(len(r[i]) for r in table) for i in range(5)]
         for r in table:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -99,11 +100,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _print_report(report: VerifyReport, quiet: bool) -> None:
     for p in report.problems:
-        print(f"PROBLEM {p}", file=sys.stdout)
+        print(printable(f"PROBLEM {p}"), file=sys.stdout)
     if quiet:
         return
     for note in report.notes:
-        print(f"note: {note}")
+        print(printable(f"note: {note}"))
     verdict = "OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
     state = "complete" if report.complete else "INCOMPLETE"
     print(f"{report.bundle}: {verdict}; {report.records} records, {format_size(report.bytes)} checked; bundle {state}")
@@ -118,7 +119,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         print(f"{args.bundle}: every index is valid; nothing to recover")
         return 0
     for problem in summary["problems"]:
-        print(f"found: {problem}")
+        print(printable(f"found: {problem}"))
     print(f"recovered {summary['records']} complete records, dropped {format_size(summary['dropped_bytes'])} of torn tail; "
           f"wrote a new index for part(s) {', '.join(map(str, summary['parts']))}"
           + ("" if args.mark_complete else " (marked incomplete: run the export again to finish it)"))

@@ -11,6 +11,7 @@ import getpass
 import json
 import sys
 
+from transfer.cli import printable
 from transfer.errors import UsageError
 from transfer.reference import RegistryPath
 from transfer.options import RegistryAccess
@@ -84,7 +85,7 @@ def cmd_ls_remote(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     elif not args.quiet and lines:
-        print("\n".join(lines))
+        print("\n".join(map(printable, lines)))
     return 0
 
 
