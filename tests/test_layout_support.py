@@ -1,4 +1,4 @@
-"""Helpers for the layout and docker-archive tests: copying an image through transfer.copy, and skopeo. Test images come from tests.bed.images."""
+"""Helpers for the layout and docker-archive tests: copying an image through the copy engine, and skopeo. Test images come from tests.bed.images."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def skopeo(*args: str, timeout: float = 60) -> str:
 
 
 def copy_image(src, src_repo: str, ref: str, dst, dst_repo: str, tag: str | None = None):
-    """Copy one image through transfer.copy (the one algorithm) and return its root descriptor."""
+    """Copy one image through the copy engine (the one algorithm) and return its root descriptor."""
     root = src.resolve(src_repo, ref)
     plan = plan_image(src, src_repo, root, dst_repo=dst_repo, tags=[tag] if tag else [])
     Copier(src, dst).execute([plan])
