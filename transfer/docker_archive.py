@@ -66,7 +66,7 @@ from transfer.models import (
     parse_manifest,
 )
 from transfer.reference import Reference, familiar_name
-from transfer.store import BlobOpener, Traits
+from transfer.store import BlobOpener, Traits, check_output_file
 from transfer.untrusted import load_json
 
 MANIFEST_FILE = "manifest.json"
@@ -216,7 +216,7 @@ class DockerArchive(IndexedSource):
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path = Path(check_output_file(path, "docker archive"))
         self.what = f"docker archive {self.path}"
         self._tar = TarIndex(self.path, self.what)
         self._synthetic: dict[str, bytes] = {}  # synthesised manifest digest -> bytes
@@ -470,7 +470,7 @@ class DockerArchiveWriter:
     traits: ClassVar[Traits] = Traits(blobs_per_repository=False)  # one copy serves every repository; one push at a time
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path = Path(check_output_file(path, "docker archive"))
         self.what = f"docker archive {self.path}"
         fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial")
         self._file = os.fdopen(fd, "w+b")

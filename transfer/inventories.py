@@ -17,7 +17,7 @@ from transfer.digest import validate_digest
 from transfer.errors import InvalidReferenceError, NotFoundError, UsageError
 from transfer.reference import RegistryPath, validate_repository
 from transfer.selection import CatalogFilter
-from transfer.store import Source, plan_image
+from transfer.store import Source, check_output_file, plan_image
 from transfer.untrusted import load_json_file
 
 FORMAT = "transfer-inventory/1"
@@ -57,12 +57,16 @@ def _add_repository(store: Source, repo: str, inventory: dict) -> None:
 
 def write_inventory(inventory: dict, path: str) -> None:
     """Write atomically, so a cut run never leaves a half inventory that looks whole."""
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(os.path.abspath(check_output_file(path, "inventory")))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".inventory-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(inventory, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(inventory, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def read_inventory(path: str) -> dict[str, set[str]]:

@@ -61,13 +61,21 @@ def _is_host(first: str) -> bool:
     return "." in first or ":" in first or first == "localhost" or first != first.lower()
 
 
+def check_host(host: str, text: str) -> str:
+    """Return ``host`` (``name[:port]``) if it is a valid registry host with a port in 1..65535."""
+    if not HOST_RE.match(host):
+        raise InvalidReferenceError(f"invalid registry host {host!r} in {text!r}")
+    port = host.rpartition("]")[2].partition(":")[2]  # after an IPv6 literal's brackets
+    if port and not 0 < int(port) < 65536:
+        raise InvalidReferenceError(f"invalid port {port} of registry host {host!r} in {text!r} (1 to 65535)")
+    return host
+
+
 def split_host(text: str) -> tuple[str | None, str]:
     """Split ``host/rest`` when the first component is a host by Docker's rule."""
     first, sep, rest = text.partition("/")
     if sep and _is_host(first):
-        if not HOST_RE.match(first):
-            raise InvalidReferenceError(f"invalid registry host {first!r} in {text!r}")
-        return first, rest
+        return check_host(first, text), rest
     return None, text
 
 
@@ -157,8 +165,7 @@ class RegistryPath:
         if not text:
             raise InvalidReferenceError("empty registry address")
         host, _, path = text.strip("/").partition("/")
-        if not HOST_RE.match(host):
-            raise InvalidReferenceError(f"invalid registry host {host!r} in {text!r}")
+        check_host(host, text)
         if path:
             validate_repository(path, text)
         return cls(normalize_host(host), path)

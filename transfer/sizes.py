@@ -14,6 +14,7 @@ from transfer.errors import UsageError
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _BINARY = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _DECIMAL = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+MAX_SIZE = 1 << 60  # 1 EiB: more than any file or disk; larger numbers are typing mistakes
 _FORMAT_UNITS = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 
 
@@ -31,8 +32,8 @@ def _multiplier(unit: str) -> int | None:
 def parse_size(text: str | int, what: str = "size") -> int:
     """``text`` as a whole number of bytes; UsageError naming ``what`` when it does not parse."""
     if isinstance(text, int) and not isinstance(text, bool):
-        if text < 0:
-            raise UsageError(f"{what}: {text} is negative")
+        if not 0 <= text <= MAX_SIZE:
+            raise UsageError(f"{what}: {text} is negative or too large (more than 1 EiB)")
         return text
     m = _SIZE_RE.match(str(text))
     factor = _multiplier(m.group(2)) if m else None
@@ -44,6 +45,8 @@ def parse_size(text: str | int, what: str = "size") -> int:
         value = int(whole) * factor + int(frac) * factor // 10 ** len(frac)
     else:
         value = int(number) * factor
+    if value > MAX_SIZE:
+        raise UsageError(f"{what}: {text!r} is too large (more than 1 EiB)")
     return value
 
 

@@ -13,11 +13,12 @@ once with ``isinstance``.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Protocol, runtime_checkable
 
 from transfer.digest import Readable, VerifyingReader, digest_bytes
-from transfer.errors import TransferError
+from transfer.errors import TransferError, UsageError
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor, ManifestView, Platform, parse_manifest
 
 # Returns a fresh stream of the blob's bytes from offset 0. A target may call it more than once
@@ -34,6 +35,20 @@ class Traits:
     concurrent_push: bool = False  # a target that takes pushes from several threads at once
     blobs_per_repository: bool = True  # False: one stored copy serves every repository (files)
     may_stall: bool = False  # a source whose reads come over a network and may stall
+
+
+def check_output_file(path: str | os.PathLike[str], what: str) -> str:
+    """``path`` as a string if a file can be written there (a store that writes one file checks
+    before any work); UsageError naming the path otherwise."""
+    path = os.fspath(path)
+    if not path:
+        raise UsageError(f"{what}: the file name is empty")
+    if os.path.isdir(path):
+        raise UsageError(f"{what} {path}: is a directory; name a file")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{what} {path}: folder {folder} does not exist")
+    return path
 
 
 @runtime_checkable

@@ -22,6 +22,7 @@ from transfer.store import ImagePlan
 from transfer.untrusted import load_json, validate
 
 MAGIC = b"\x89TRBNDL\n"
+MIN_SPLIT_SIZE = 64 << 10  # a part must hold its header, a record and its index
 VERSION = 1
 # magic, version, header length, part number, set id, reserved; then CRC-32 of those 36 bytes.
 FILE_HEADER = struct.Struct(">8sHHI16sI")

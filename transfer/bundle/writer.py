@@ -29,9 +29,9 @@ from transfer.digest import READ_SIZE, Readable, VerifyingReader, digest_bytes
 from transfer.errors import BundleError, UnsupportedManifestError
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor, Platform, parse_manifest
 from transfer.reference import validate_repository, validate_tag
-from transfer.store import BlobOpener, Traits
+from transfer.store import BlobOpener, Traits, check_output_file
 
-MIN_SPLIT_SIZE = 64 << 10
+MIN_SPLIT_SIZE = fmt.MIN_SPLIT_SIZE
 ZSTD_MARGIN = 160  # frame end, block headers and the compress bound's constant term
 
 
@@ -179,7 +179,7 @@ class BundleWriter:
     ) -> None:
         if split_size is not None and split_size < MIN_SPLIT_SIZE:
             raise BundleError(f"split size {split_size} is too small (at least {MIN_SPLIT_SIZE} bytes)")
-        self.path, self.split_size = os.fspath(path), split_size
+        self.path, self.split_size = check_output_file(path, "bundle"), split_size
         self._cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
         self.created, self.source_registry = format_created(created), source_registry
         self._chunks: dict[str, list[ChunkEntry]] = {}

@@ -9,6 +9,7 @@ import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
+from transfer.bundle.format import MIN_SPLIT_SIZE
 from transfer.cli.progress import close_progress, make_progress
 from transfer.errors import IncompleteError, TransferError, UsageError
 from transfer.interrupt import STOP
@@ -111,6 +112,28 @@ def chunk_size_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def split_size_arg(text: str) -> int:
+    size = size_arg(text)
+    if size < MIN_SPLIT_SIZE:
+        raise argparse.ArgumentTypeError(f"split size {text!r} is too small (at least {format_size(MIN_SPLIT_SIZE)})")
+    return size
+
+
+def count_arg(text: str, least: int = 0) -> int:
+    """A whole number of at least ``least`` (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text!r} is too small (at least {least})")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return count_arg(text, 1)
+
+
 def add_upload_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("uploads")
     g.add_argument("--chunk-size", type=chunk_size_arg, metavar="SIZE",
@@ -140,7 +163,7 @@ def add_selection_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_transfer_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-j", "--jobs", type=int, default=DEFAULT_JOBS, metavar="N",
+    p.add_argument("-j", "--jobs", type=positive_int, default=DEFAULT_JOBS, metavar="N",
                    help=f"parallel blob transfers (default {DEFAULT_JOBS})")
     p.add_argument("--keep-going", action="store_true",
                    help="carry on past a failing image, list the failures at the end (exit 1)")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from transfer.cli.common import (access, add_repository_filters, add_selection_options, add_transfer_options, emit,
-                                 options, run_job, selection_options, size_arg, summary_lines)
+from transfer.cli.common import (access, add_repository_filters, add_selection_options, add_transfer_options,
+                                 count_arg, emit, options, run_job, selection_options, split_size_arg, summary_lines)
 from transfer.cli.remote import registry_options
 from transfer.options import ExportOptions, InventoryOptions
 from transfer.reports import ExportReport
@@ -74,9 +74,9 @@ def register(subparsers, parents) -> None:
     add_selection_options(p)
     p.add_argument("--have", metavar="INVENTORY", help="delta: leave out blobs this inventory lists")
     p.add_argument("--since", metavar="OLD_BUNDLE", help="delta: leave out blobs an earlier bundle carried")
-    p.add_argument("--split-size", type=size_arg, metavar="SIZE", help="split into parts of at most SIZE (e.g. 4G)")
+    p.add_argument("--split-size", type=split_size_arg, metavar="SIZE", help="split into parts of at most SIZE (e.g. 4G)")
     p.add_argument("--level", type=int, default=3, help="zstd level for compressible blobs (default 3)")
-    p.add_argument("--threads", type=int, default=0, help="zstd threads (default 0: in the calling thread)")
+    p.add_argument("--threads", type=count_arg, default=0, help="zstd threads (default 0: in the calling thread)")
     add_transfer_options(p)
     _add_source_options(p)
     p.set_defaults(func=cmd_export)
