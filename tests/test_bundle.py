@@ -210,6 +210,7 @@ def test_continue_after_crash(tmp_path):
     rng = random.Random(3)
     first = image(w, rng, "app", "1")
     w._part.fh.flush()  # the process dies here: no index, no close
+    os.close(w._file_lock._fd)  # and the kernel drops its lock (the lock file stays)
     w2 = BundleWriter(path)
     assert w2.stored(first.digest) and w2.created == CREATED
     second = image(w2, rng, "app", "2")

@@ -18,7 +18,7 @@ SPLIT = 128 << 10
 
 
 def _parts(tmp_path, name="set"):
-    return sorted(p for p in os.listdir(tmp_path) if p.startswith(name + "."))
+    return sorted(p for p in os.listdir(tmp_path) if p.startswith(name + ".") and p[len(name) + 1:].isdigit())
 
 
 @pytest.fixture
@@ -109,6 +109,7 @@ def test_continue_split_set_mid_blob(tmp_path):
     last = _parts(tmp_path)[-1]
     with open(tmp_path / last, "r+b") as fh:
         fh.truncate(os.path.getsize(tmp_path / last) // 2)
+    os.close(w._file_lock._fd)  # the process died: the kernel dropped its lock
     w2 = BundleWriter(tmp_path / "set", split_size=SPLIT)
     assert not w2.stored(d.digest) and w2._available(d.digest) > 0
     w2.push("app", d, lambda: io.BytesIO(blob))

@@ -52,6 +52,10 @@ class BundleError(TransferError):
     """A bundle cannot be read or written."""
 
 
+class BundleBusyError(BundleError):
+    """Another process is writing this bundle (its lock is taken)."""
+
+
 class CorruptBundleError(BundleError):
     """The bundle's bytes are damaged or hostile."""
 

@@ -17,6 +17,8 @@ often it fires, None meaning always):
   connections without an answer (a broken upload, as the registry sees it); with ``after=0``
   also a request without a body (a connection reset, as a restarting registry gives);
 - ``stall(seconds, after=None)``: wait before forwarding, or after ``after`` response bytes;
+- ``drip(rate, after=0)``: send the response body after its first ``after`` bytes at ``rate``
+  bytes per second (a registry or middlebox that never stops but hardly moves);
 - ``body_timeout(seconds)``: close both connections, without an answer, when no request-body byte
   arrives for ``seconds`` (nginx's ``client_body_timeout`` in front of a registry).
 
@@ -46,14 +48,14 @@ ERROR_CODES = {429: "TOOMANYREQUESTS", 503: "UNAVAILABLE", 500: "UNKNOWN", 502: 
 
 @dataclass
 class Rule:
-    action: str  # respond | corrupt_response | cut_response | cut_request | stall | body_timeout
+    action: str  # respond | corrupt_response | cut_response | cut_request | stall | drip | body_timeout
     method: str | None = None
     path: str = ""  # regex searched in the path (without the query string)
     times: int | None = 1
     skip: int = 0
     status: int = 503
     retry_after: str | None = None
-    offset: int = 0
+    offset: int = 0  # corrupt_response: where; drip: bytes per second
     after: int | None = None
     seconds: float = 0.0
     body: bytes | None = None  # respond: this body instead of a registry error
@@ -136,6 +138,10 @@ class FaultProxy(Served):
     def stall(self, seconds: float, method: str | None = None, path: str = "", *,
               after: int | None = None, times: int | None = 1, skip: int = 0) -> Rule:
         return self.add(Rule("stall", method, path, times, skip, seconds=seconds, after=after))
+
+    def drip(self, rate: int, method: str | None = None, path: str = "", *, after: int = 0,
+             times: int | None = 1, skip: int = 0) -> Rule:
+        return self.add(Rule("drip", method, path, times, skip, offset=rate, after=after))
 
     def body_timeout(self, seconds: float, method: str | None = None, path: str = "", *,
                      times: int | None = None, skip: int = 0) -> Rule:
@@ -298,6 +304,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             if action == "corrupt_response" and start <= rule.offset < end:
                 i = rule.offset - start
                 piece = piece[:i] + bytes([piece[i] ^ 0xFF]) + piece[i + 1:]
+            if action == "drip" and end > rule.after:
+                self._drip(piece, max(0, rule.after - start), rule.offset, exchange)
+                continue
             if action in ("cut_response", "stall") and rule.after is not None and end >= rule.after:
                 self.wfile.write(piece[: rule.after - start])
                 exchange.response_bytes = rule.after
@@ -308,6 +317,17 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 start = exchange.response_bytes
             self.wfile.write(piece)
             exchange.response_bytes = start + len(piece)
+
+    def _drip(self, piece: bytes, fast: int, rate: int, exchange: Exchange) -> None:
+        """Write ``piece``: its first ``fast`` bytes at once, the rest at ``rate`` bytes/s."""
+        step = max(1, rate // 10)
+        self.wfile.write(piece[:fast])
+        exchange.response_bytes += fast
+        for i in range(fast, len(piece), step):
+            time.sleep(step / rate)
+            self.wfile.write(piece[i:i + step])
+            self.wfile.flush()
+            exchange.response_bytes += len(piece[i:i + step])
 
     def _answer(self, rule: Rule, exchange: Exchange) -> None:
         code = ERROR_CODES.get(rule.status, "UNKNOWN")

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from transfer.bundle.format import CatalogEntry
+from transfer.bundle.lock import BundleLock
 from transfer.bundle.reader import LoadedPart, find_parts, load_part
 from transfer.bundle.writer import append_index
 
@@ -16,7 +17,11 @@ def rewrite_index(path: str | os.PathLike[str], *, mark_complete: bool = False) 
     tail, and write a valid index (marked incomplete: the export can be continued). With
     ``mark_complete`` the last part's index is marked complete, which an operator may assert
     after ``transfer verify`` found every manifest's children present. Returns a summary."""
-    _, _, paths = find_parts(path)
+    with BundleLock(find_parts(path)[0]):
+        return _rewrite_parts(find_parts(path)[2], mark_complete)
+
+
+def _rewrite_parts(paths: dict[int, str], mark_complete: bool) -> dict[str, Any]:
     catalog: dict[tuple[str, str, str], CatalogEntry] = {}
     expected: dict[str, dict[str, Any]] = {}
     summary: dict[str, Any] = {"parts": [], "records": 0, "dropped_bytes": 0, "problems": []}

@@ -22,6 +22,7 @@ import zstandard
 
 from transfer import __version__
 from transfer.bundle import format as fmt
+from transfer.bundle.lock import BundleLock
 from transfer.bundle.format import BundlePlan, CatalogEntry, ChunkEntry, IndexDoc, RecordHeader
 from transfer.bundle.reader import LoadedPart, find_parts, load_part
 from transfer.bundle.stream import ContentStream
@@ -192,6 +193,14 @@ class BundleWriter:
         self.bytes_written = self.blobs_written = 0
         self._closed = False
         self._lock = threading.RLock()  # one record at a time, whichever thread pushes
+        self._file_lock = BundleLock(self.path).acquire()  # one writer per bundle, before any read
+        try:
+            self._open(overwrite)
+        except BaseException:
+            self._file_lock.release()
+            raise
+
+    def _open(self, overwrite: bool) -> None:
         existing = self._existing_parts()
         if existing and not overwrite:
             self._resume(existing)
@@ -511,17 +520,25 @@ class BundleWriter:
 
     def close(self) -> None:
         """Write the final index, marked complete: call only after a successful export."""
-        with self._lock, self._os_errors():
+        with self._lock, self._os_errors(), self._releasing():
             if not self._closed:
                 self._closed = True
                 self._finish_part(complete=True)
 
     def abort(self) -> None:
         """Write an index marked incomplete (the export can be continued later)."""
-        with self._lock:
+        with self._lock, self._releasing():
             if not self._closed:
                 self._closed = True
                 self._finish_part(complete=False)
+
+    @contextlib.contextmanager
+    def _releasing(self):
+        """Let the next writer in once this one is done (even when the last write failed)."""
+        try:
+            yield
+        finally:
+            self._file_lock.release()
 
     def __enter__(self) -> "BundleWriter":
         return self
