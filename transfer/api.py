@@ -338,7 +338,8 @@ def unpack(bundle: str, *, oci: str | None = None, docker_archive: str | None = 
         for note in notes:
             (progress or NullProgress()).message(note)
         if oci:
-            stats = Copier(reader, OciLayout(oci, create=True), progress=progress).execute(plans)
+            with OciLayout(oci, create=True) as layout:  # index.json written in batches
+                stats = Copier(reader, layout, progress=progress).execute(plans)
         else:
             with DockerArchiveWriter(out) as writer:
                 stats = Copier(reader, writer, progress=progress).execute(plans)

@@ -29,11 +29,14 @@ import json
 import os
 import stat
 import tempfile
+import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Iterator
 
 from transfer.digest import VerifyingReader, copy_stream, validate_digest
 from transfer.errors import InvalidReferenceError, LayoutError, NotFoundError
+from transfer.interrupt import check as check_stop
 from transfer.models import MANIFEST_TYPES, MAX_MANIFEST_SIZE, OCI_INDEX, OCI_MANIFEST, Descriptor
 from transfer.reference import TAG_RE, Reference, validate_tag
 from transfer.store import BlobOpener, Traits
@@ -46,6 +49,7 @@ REF_NAME = "org.opencontainers.image.ref.name"
 IMAGE_NAME = "io.containerd.image.name"
 UNNAMED = ""  # the repository of entries that carry nothing but a bare tag
 _NAMING = (REF_NAME, IMAGE_NAME)
+MIN_BATCH = 256  # batched index.json entries: write when this many, or as many as it holds, wait
 
 
 def blob_path(digest: str) -> str:
@@ -152,6 +156,42 @@ def sniff_manifest_type(raw: bytes, what: str) -> str:
     return media_type
 
 
+def merge_entries(manifests: list[dict[str, Any]], entries: list[Descriptor],
+                  added: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """index.json's ``manifests`` (parsed as ``entries``) after adding ``added`` in order, in one
+    pass: a tagged entry replaces the entries of its name and the untagged ones of its digest;
+    an untagged entry is added only if no entry lists its digest. Then named by name_entries."""
+    out: list[dict[str, Any] | None] = list(manifests)
+    digests = [d.digest for d in entries]
+    listed = Counter(digests)  # digest -> entries listing it
+    named: dict[tuple[str, str], list[int]] = {}
+    untagged: dict[str, list[int]] = {}
+    for i, desc in enumerate(entries):
+        _note(i, desc.digest, entry_name(desc.annotations), named, untagged)
+    for raw in added:
+        digest, name = raw["digest"], entry_name(raw.get("annotations"))
+        if name is None and listed[digest]:
+            continue
+        if name is not None:
+            for i in untagged.pop(digest, []) + named.pop(name, []):
+                out[i] = None
+                listed[digests[i]] -= 1
+        out.append(raw)
+        digests.append(digest)
+        listed[digest] += 1
+        _note(len(out) - 1, digest, name, named, untagged)
+    result = [e for e in out if e is not None]
+    name_entries(result)
+    return result
+
+
+def _note(i: int, digest: str, name: tuple[str, str] | None, named: dict, untagged: dict) -> None:
+    if name is None:
+        untagged.setdefault(digest, []).append(i)
+    else:
+        named.setdefault(name, []).append(i)
+
+
 def public_descriptor(desc: Descriptor) -> Descriptor:
     """``desc`` without the layout's naming annotations (they must not travel to another store)."""
     rest = {k: v for k, v in (desc.annotations or {}).items() if k not in _NAMING}
@@ -239,6 +279,9 @@ class OciLayout(IndexedSource):
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
         self.path = Path(path)
         self.what = f"OCI layout {self.path}"
+        self._pending: list[dict[str, Any]] = []  # index.json entries recorded, not yet written
+        self._pending_lock = threading.RLock()
+        self._batching, self._indexed = False, 0  # _indexed: entries at the last write
         if create:
             self._create()
         self._check_layout()
@@ -269,6 +312,15 @@ class OciLayout(IndexedSource):
     # -- reading ---------------------------------------------------------------------------
 
     def _read_index(self) -> tuple[dict[str, Any], list[Descriptor]]:
+        """index.json with the entries recorded but not yet written."""
+        with self._pending_lock:
+            data, entries = self._read_disk_index()
+            if self._pending:
+                data["manifests"] = merge_entries(data["manifests"], entries, self._pending)
+                entries = [Descriptor.model_validate(e) for e in data["manifests"]]
+            return data, entries
+
+    def _read_disk_index(self) -> tuple[dict[str, Any], list[Descriptor]]:
         try:
             with open(self.path / INDEX_FILE, "rb") as fh:
                 raw = fh.read(MAX_JSON_FILE + 1)  # more is refused by parse_index
@@ -328,29 +380,51 @@ class OciLayout(IndexedSource):
             raise LayoutError(f"{self.what}: cannot tag {desc.digest}: {desc.media_type} is not a manifest")
         if not self.exists(repo, desc):
             raise NotFoundError(f"{self.what}: cannot tag {desc.digest}: the manifest was not pushed")
-        with self._locked():
-            data, entries = self._read_index()
-            manifests = [
-                raw for raw, d in zip(data["manifests"], entries)
-                if entry_name(d.annotations) != (repo, tag)
-                and not (d.digest == desc.digest and entry_name(d.annotations) is None)
-            ]
-            manifests.append(tagged_entry(desc, repo, tag))
-            name_entries(manifests)
-            data["manifests"] = manifests
-            _atomic_write(self.path / INDEX_FILE, json.dumps(data, separators=(",", ":")).encode())
+        check_stop(f"writing {self.what}")  # a safe point: every tag is independent of the next
+        self._record(tagged_entry(desc, repo, tag))
 
     def add_root(self, repo: str, desc: Descriptor) -> None:
         """Keep the untagged root ``desc`` (already pushed) reachable: an index.json entry without
         a name, unless an entry already lists the digest. The layout cannot record ``repo`` for it."""
         if desc.media_type not in MANIFEST_TYPES or not self.exists(repo, desc):
             raise NotFoundError(f"{self.what}: cannot add root {desc.digest}: no manifest was pushed")
-        with self._locked():
-            data, entries = self._read_index()
-            if any(d.digest == desc.digest for d in entries):
+        self._record(public_descriptor(desc).model_dump(by_alias=True, exclude_none=True, mode="json"))
+
+    # -- index.json: written at once, or in growing batches inside ``with layout:`` -------------
+
+    def __enter__(self) -> "OciLayout":
+        """Batch the index.json entries of tag() and add_root() (a large unpack writes the index
+        a few times, not once per tag); leaving the block writes what is left. A run killed
+        inside leaves a valid index.json without the latest entries: running it again adds them."""
+        self._batching = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Write the entries recorded since the last write and stop batching."""
+        self._batching = False
+        self.flush()
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        with self._pending_lock:
+            self._pending.append(entry)
+            due = not self._batching or len(self._pending) >= max(MIN_BATCH, self._indexed)
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Merge the recorded entries into index.json (under the layout's lock, so entries other
+        processes wrote meanwhile are kept) and write it once, atomically."""
+        with self._pending_lock:
+            if not self._pending:
                 return
-            data["manifests"].append(public_descriptor(desc).model_dump(by_alias=True, exclude_none=True, mode="json"))
-            _atomic_write(self.path / INDEX_FILE, json.dumps(data, separators=(",", ":")).encode())
+            with self._locked():
+                data, entries = self._read_disk_index()
+                data["manifests"] = merge_entries(data["manifests"], entries, self._pending)
+                _atomic_write(self.path / INDEX_FILE, json.dumps(data, separators=(",", ":")).encode())
+            self._indexed, self._pending = len(data["manifests"]), []
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -387,5 +461,5 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 __all__ = [
     "OciLayout", "IndexedSource", "UNNAMED", "REF_NAME", "IMAGE_NAME", "blob_path", "entry_name",
-    "canonical_repository", "check_layout_version", "name_entries", "tagged_entry", "parse_index", "public_descriptor",
+    "canonical_repository", "check_layout_version", "merge_entries", "name_entries", "tagged_entry", "parse_index", "public_descriptor",
 ]
