@@ -10,6 +10,7 @@ import requests
 import urllib3
 
 from transfer.errors import RegistryError, RegistryUnreachableError
+from transfer.registry.http import StalledError
 
 log = logging.getLogger("transfer.registry")
 
@@ -34,10 +35,10 @@ def range_start(response: requests.Response) -> int:
 class ResumingBody:
     """A readable over a blob GET (from byte ``start``) that reopens the download at the current
     offset when the connection drops or ends early, at most ``attempts`` times in a row without
-    progress."""
+    progress, or when it stalls (below the transport's Pace), at most ``max_stalls`` times."""
 
     def __init__(self, reopen: Reopen, size: int | None, what: str, attempts: int = 5,
-                 max_resumes: int = 1000, start: int = 0) -> None:
+                 max_resumes: int = 1000, start: int = 0, max_stalls: int = 2) -> None:
         self._reopen = reopen
         self.size = size
         self.what = what
@@ -45,6 +46,7 @@ class ResumingBody:
         self.max_resumes = max_resumes
         self.position = start
         self.resumes = 0
+        self.stalls, self.max_stalls = 0, max_stalls
         self._stalled = 0
         self._response: requests.Response | None = None
         self._skip = 0
@@ -64,6 +66,11 @@ class ResumingBody:
             failure = None
             try:
                 data = self._read_raw(n)
+            except StalledError as exc:  # a stuck connection: another one may move, twice at most
+                self.stalls += 1
+                if self.stalls > self.max_stalls:
+                    raise
+                data, failure = b"", exc
             except _READ_ERRORS as exc:
                 data, failure = b"", exc
             if data:

@@ -334,7 +334,7 @@ class RegistryClient:
             headers = {"Accept-Encoding": "identity"}
             if offset:
                 headers["Range"] = f"bytes={offset}-"
-            return self.request("GET", path, scopes=scopes, headers=headers)
+            return self.request("GET", path, scopes=scopes, headers=headers, bulk=True)
 
         def body(start: int) -> ResumingBody:
             return ResumingBody(reopen, size, f"blob {digest}", attempts=self.resume_attempts, start=start)

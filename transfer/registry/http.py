@@ -10,11 +10,12 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
 import random
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -30,6 +31,7 @@ from transfer.errors import (
     RateLimitedError,
     RegistryError,
     RegistryUnreachableError,
+    UsageError,
 )
 from transfer.registry.tls import TLSPolicy
 
@@ -67,6 +69,107 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(attempts=1)
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How slowly an answer may arrive. Fewer than ``min_bytes`` in ``window`` seconds is a stall
+    (a read timeout never fires while a byte a second keeps coming); an answer other than a blob
+    body (manifest, tags, catalog page, token, error) must be read whole within ``deadline``
+    seconds of its headers. Settable for tests and slow links by TRANSFER_STALL_WINDOW,
+    TRANSFER_STALL_MIN_BYTES and TRANSFER_ANSWER_DEADLINE."""
+
+    window: float = 30.0
+    min_bytes: int = 16 << 10
+    deadline: float = 300.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Pace":
+        names = {"window": "TRANSFER_STALL_WINDOW", "min_bytes": "TRANSFER_STALL_MIN_BYTES",
+                 "deadline": "TRANSFER_ANSWER_DEADLINE"}
+        values: dict[str, Any] = {}
+        for field_name, var in names.items():
+            if env.get(var):
+                try:
+                    values[field_name] = (int if field_name == "min_bytes" else float)(env[var])
+                except ValueError:
+                    raise UsageError(f"{var}={env[var]!r} is not a number") from None
+        return cls(**values)
+
+
+class StalledError(RegistryUnreachableError):
+    """An answer stopped moving, or moves too slowly to ever finish."""
+
+
+class PacedBody:
+    """A response's ``raw`` that returns what has arrived (``read1``) and raises StalledError
+    when the answer falls below the pace or misses its deadline. requests and our readers see
+    an ordinary urllib3 response."""
+
+    def __init__(self, raw: Any, pace: Pace, what: str, bulk: bool) -> None:
+        self._raw, self._pace, self._what = raw, pace, what
+        now = time.monotonic()
+        self._deadline = None if bulk else now + pace.deadline
+        self._window_start, self._window_bytes = now, 0
+        self._failure: Exception | None = None
+        sock = getattr(getattr(raw, "connection", None), "sock", None)
+        if sock is not None and (sock.gettimeout() is None or sock.gettimeout() > pace.window):
+            sock.settimeout(pace.window)  # silence for a whole window is a stall too (reset per request)
+
+    def read(self, amt: int | None = None, decode_content: bool | None = None, **kw: Any) -> bytes:
+        """``amt`` bytes (all with None), fewer only at the end, like urllib3's read; the pace is
+        checked whenever bytes arrive."""
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        parts, got = [], 0
+        while amt is None or amt < 0 or got < amt:
+            try:
+                data = self._read1(1 << 16 if amt is None or amt < 0 else amt - got, decode_content)
+            except Exception as exc:
+                if not parts:
+                    raise
+                self._failure = exc  # hand over what arrived; the next read raises
+                break
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+
+    def _read1(self, amt: int, decode_content: bool | None) -> bytes:
+        try:
+            data = self._raw.read1(amt, decode_content=decode_content)
+        except urllib3.exceptions.ReadTimeoutError:
+            data = None
+        self._account(len(data) if data is not None else -1)
+        return data
+
+    def stream(self, amt: int | None = 1 << 16, decode_content: bool | None = None) -> Iterator[bytes]:
+        while data := self.read(amt or 1 << 16, decode_content):
+            yield data
+
+    def _account(self, n: int) -> None:
+        if n == 0:
+            return  # the whole answer is in
+        now = time.monotonic()
+        if self._deadline is not None and now > self._deadline:
+            self._stalled(f"not whole {self._pace.deadline:g} s after its headers")
+        if n < 0:
+            self._stalled(f"no byte in {self._pace.window:g} s")
+        self._window_bytes += n
+        if now - self._window_start < self._pace.window:
+            return
+        if self._window_bytes < self._pace.min_bytes:
+            self._stalled(f"{self._window_bytes} bytes in {now - self._window_start:.0f} s, "
+                          f"fewer than {self._pace.min_bytes}")
+        self._window_start, self._window_bytes = now, 0
+
+    def _stalled(self, why: str) -> None:
+        raise StalledError(f"{self._what}: the answer stalled ({why})", url=self._what.split(" ", 1)[-1])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 class Auth(Protocol):
@@ -221,8 +324,10 @@ class Transport:
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] = (15.0, 120.0),
         sleep: Callable[[float], None] = time.sleep,
+        pace: Pace | None = None,
     ) -> None:
         self.policy = policy
+        self.pace = pace or Pace.from_env()
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.sleep = sleep
@@ -247,9 +352,10 @@ class Transport:
         length: int | None = None,
         params: Any = None,
         allow_redirects: bool = True,
+        bulk: bool = False,
     ) -> requests.Response:
         """One HTTP exchange, no retry and no status check; connection failures become
-        RegistryUnreachableError."""
+        RegistryUnreachableError. The body is read at the Pace (``bulk``: a blob, no deadline)."""
         data = open_body(body, length)
         try:
             response = self.session.request(
@@ -266,6 +372,7 @@ class Transport:
         for hop in response.history:
             log.debug("%s %s -> %s (redirect)", method, strip_query(hop.url), hop.status_code)
         log.debug("%s %s -> %s", method, strip_query(response.url), response.status_code)
+        response.raw = PacedBody(response.raw, self.pace, f"{method} {strip_query(response.url)}", bulk)
         return response
 
     def request(
@@ -281,6 +388,7 @@ class Transport:
         length: int | None = None,
         params: Any = None,
         retry: RetryPolicy | None = None,
+        bulk: bool = False,
     ) -> requests.Response:
         """Send with auth, answer one auth challenge, retry what may be retried; return a
         successful response (streamed: the caller reads or closes it) or raise."""
@@ -296,7 +404,7 @@ class Transport:
                 sent.update(auth.headers(url, scopes))
             response = None
             try:
-                response = self.send(method, url, headers=sent, body=data, length=length, params=params)
+                response = self.send(method, url, headers=sent, body=data, length=length, params=params, bulk=bulk)
                 return check_response(response, method)
             except AuthenticationError as exc:
                 # (response is None: the error came from reading the body, not from this registry)
