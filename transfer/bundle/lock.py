@@ -9,8 +9,19 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 
 from transfer.errors import BundleBusyError
+
+
+def _holder(fd: int) -> str:
+    """The pid the holder wrote (it writes it just after it took the lock: wait a moment)."""
+    for _ in range(40):
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if text:
+            return text
+        time.sleep(0.025)
+    return "unknown"
 
 
 class BundleLock:
@@ -27,7 +38,7 @@ class BundleLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+                holder = _holder(fd)
                 os.close(fd)
                 raise BundleBusyError(f"{self.path} is being written by another transfer (pid {holder}); "
                                       "wait for it to finish") from None
