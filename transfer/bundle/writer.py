@@ -26,13 +26,15 @@ from transfer.bundle.lock import BundleLock
 from transfer.bundle.format import BundlePlan, CatalogEntry, ChunkEntry, IndexDoc, RecordHeader
 from transfer.bundle.reader import LoadedPart, find_parts, load_part
 from transfer.bundle.stream import ContentStream
-from transfer.digest import READ_SIZE, Readable, VerifyingReader, digest_bytes
-from transfer.errors import BundleError, UnsupportedManifestError
+from transfer.digest import READ_SIZE, Digester, Readable, VerifyingReader, digest_bytes
+from transfer.errors import BundleError, IntegrityError, UnsupportedManifestError
+from transfer.interrupt import check as check_stop
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor, Platform, parse_manifest
 from transfer.reference import validate_repository, validate_tag
 from transfer.store import BlobOpener, Traits, check_output_file
 
 MIN_SPLIT_SIZE = fmt.MIN_SPLIT_SIZE
+CHECKPOINT = 16 << 20  # a large content is stored as segments of this many bytes: a killed export keeps them
 ZSTD_MARGIN = 160  # frame end, block headers and the compress bound's constant term
 
 
@@ -90,10 +92,12 @@ class _Pipeline:
 
 
 class _ChunkSink:
-    """Writes one record's payload: stored as is, or one zstd frame; never past ``limit`` bytes."""
+    """Writes one record's payload: stored as is, or one zstd frame; never past ``limit`` bytes
+    stored nor ``max_length`` bytes of content."""
 
-    def __init__(self, fh: BinaryIO, codec: int, cctx: zstandard.ZstdCompressor, limit: int | None) -> None:
-        self._out, self._limit = _Pipeline(fh), limit
+    def __init__(self, fh: BinaryIO, codec: int, cctx: zstandard.ZstdCompressor, limit: int | None,
+                 max_length: int) -> None:
+        self._out, self._limit, self._max_length = _Pipeline(fh), limit, max_length
         self._z = cctx.compressobj() if codec == fmt.ZSTD else None
         self.stored = self.length = self._unflushed = 0
 
@@ -111,7 +115,8 @@ class _ChunkSink:
             pending = pending[n:]
 
     def _fits(self, want: int) -> int:
-        if self._limit is None:
+        want = min(want, self._max_length - self.length)
+        if self._limit is None or want == 0:
             return want
         if self._z is None:
             return min(want, self._limit - self.stored)
@@ -146,6 +151,23 @@ class _ChunkSink:
         return self._out.crc
 
 
+class _Continued:
+    """The rest of a content whose first bytes were hashed from the bundle (the source skipped
+    them unverified): hashes what it passes on and checks the whole digest at the end."""
+
+    def __init__(self, src: Readable, digester: Digester, digest: str, what: str) -> None:
+        self._src, self._digester, self._digest, self._what = src, digester, digest, what
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._src.read(n)
+        if data:
+            self._digester.update(data)
+        elif (actual := self._digester.digest()) != self._digest:
+            raise IntegrityError(f"{self._what} (continued after the bytes an interrupted run stored)",
+                                 self._digest, actual)
+        return data
+
+
 def append_index(fh: BinaryIO, doc: IndexDoc) -> int:
     """Write the index record and trailer at the current position, end the file there and sync
     it; return the file's size."""
@@ -177,10 +199,12 @@ class BundleWriter:
         source_registry: str = "",
         created: dt.datetime | str | None = None,
         overwrite: bool = False,
+        checkpoint: int = CHECKPOINT,
     ) -> None:
         if split_size is not None and split_size < MIN_SPLIT_SIZE:
             raise BundleError(f"split size {split_size} is too small (at least {MIN_SPLIT_SIZE} bytes)")
         self.path, self.split_size = check_output_file(path, "bundle"), split_size
+        self.checkpoint = max(checkpoint, READ_SIZE)
         self._cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
         self.created, self.source_registry = format_created(created), source_registry
         self._chunks: dict[str, list[ChunkEntry]] = {}
@@ -364,11 +388,16 @@ class BundleWriter:
         return self._available(digest) == (self._chunks[digest][0].size if digest in self._chunks else -1)
 
     def _available(self, digest: str) -> int:
-        pos = 0
+        return sum(c.chunk_length for c in self._prefix(digest))
+
+    def _prefix(self, digest: str) -> list[ChunkEntry]:
+        """The records of ``digest`` that follow each other from byte 0."""
+        chain, pos = [], 0
         for c in sorted(self._chunks.get(digest, []), key=lambda c: c.chunk_offset):
-            if c.chunk_offset == pos:
+            if c.chunk_offset == pos and (c.chunk_length or not chain):
+                chain.append(c)
                 pos += c.chunk_length
-        return pos
+        return chain
 
     def exists(self, repo: str, desc: Descriptor) -> bool:
         return desc.digest in self._expected or self.stored(desc.digest)
@@ -394,35 +423,73 @@ class BundleWriter:
         mt = desc.media_type
         if len(mt) > fmt.MAX_MEDIA_TYPE or not mt.isascii() or not mt.isprintable():
             raise BundleError(f"{desc.digest}: media type {mt[:80]!r} cannot be stored (not printable ASCII of at most 255 bytes)")
-        part = self._part
-        mark = (part.number, part.fh.tell(), len(part.chunks), part.chunk_bytes, self.bytes_written)
+        start = self._mark()
         try:
             with VerifyingReader(open_blob(), desc.digest, desc.size, f"{desc.digest} of {repo}") as src:
-                entries = self._write_content(desc, src)
-        except BaseException:
-            self._rollback(*mark)
+                self._write_content(desc, src)
+        except IntegrityError:  # the bytes are wrong: keep none of them, nor a prefix they continued
+            self._rollback(*start)
+            self._forget(desc.digest)
             raise
-        self._chunks.setdefault(desc.digest, []).extend(entries)
         self.blobs_written += 1
 
-    def _write_content(self, desc: Descriptor, src: VerifyingReader) -> list[ChunkEntry]:
-        offset = self._available(desc.digest)  # a prefix left by an interrupted run (split sets)
-        while src.position < offset:
-            src.read(min(READ_SIZE, offset - src.position))
-        first = memoryview(src.read(READ_SIZE))
+    def _mark(self) -> tuple[int, int, int, int, int]:
+        part = self._part
+        return part.number, part.fh.tell(), len(part.chunks), part.chunk_bytes, self.bytes_written
+
+    def _write_content(self, desc: Descriptor, src: VerifyingReader) -> None:
+        """Write the content as records of at most ``checkpoint`` bytes (and at most what a part
+        holds), each complete on its own: a failure or a kill loses only the record in flight, and
+        the next push (or run) continues after the records stored."""
+        offset = self._available(desc.digest)  # a prefix left by an interrupted run
+        reader = self._past_stored(desc, src, offset)
+        first = memoryview(reader.read(READ_SIZE))
         if offset:
             codec = fmt.CODECS[self._chunks[desc.digest][-1].codec]
         else:
             codec = fmt.choose_codec(desc.media_type, bytes(first[:8]))
-        entries: list[ChunkEntry] = []
         while True:
-            entry, first, done = self._write_chunk(desc, codec, offset, first, src)
-            entries.append(entry)
+            mark = self._mark()
+            try:
+                entry, first, done = self._write_chunk(desc, codec, offset, first, reader)
+            except BaseException:
+                self._rollback(*mark)
+                raise
+            self._chunks.setdefault(desc.digest, []).append(entry)
             offset += entry.chunk_length
             if done:
-                return entries
-            self._finish_part(complete=False)
-            self._start_part(self._part.number + 1)
+                return
+            if entry.chunk_length < self.checkpoint:  # the part is full
+                self._finish_part(complete=False)
+                self._start_part(self._part.number + 1)
+            check_stop(f"export to {self.path}")  # a safe point: the records so far are kept
+
+    def _past_stored(self, desc: Descriptor, src: VerifyingReader, offset: int) -> Readable:
+        """The content from ``offset``, its first ``offset`` bytes being stored already: they are
+        hashed from the bundle and the source is asked for the rest only (a registry: a Range
+        request); a source that cannot start there is read past them."""
+        if offset == 0:
+            return src
+        if src.skip_unverified(offset):
+            digester = Digester.for_digest(desc.digest)
+            self._part.fh.flush()
+            stream = ContentStream([(self._part_path(c.part), c) for c in self._prefix(desc.digest)], 0, self.path)
+            while data := stream.read(READ_SIZE):
+                digester.update(data)
+            stream.close()
+            return _Continued(src, digester, desc.digest, src.what)
+        while src.position < offset:
+            src.read(min(READ_SIZE, offset - src.position))
+        return src
+
+    def _forget(self, digest: str) -> None:
+        """Take every record of ``digest`` in the open part out of the index (their bytes stay,
+        unlisted): a prefix kept from an interrupted run that the rest proved wrong."""
+        part = self._part
+        dropped = [c for c in part.chunks if c.digest == digest]
+        part.chunks[:] = [c for c in part.chunks if c.digest != digest]
+        part.chunk_bytes -= sum(len(fmt.dumps(c.to_json())) + 1 for c in dropped)
+        self._chunks.pop(digest, None)
 
     def _write_chunk(
         self, desc: Descriptor, codec: int, offset: int, pending: memoryview, src: Readable
@@ -432,7 +499,7 @@ class BundleWriter:
         fh, start = self._part.fh, self._part.fh.tell()
         fh.write(bytes(hlen))  # zeros: a record torn here has no valid header
         limit = None if self.split_size is None else self.split_size - self._index_reserve() - start - hlen
-        sink = _ChunkSink(fh, codec, self._cctx, limit)
+        sink = _ChunkSink(fh, codec, self._cctx, limit, self.checkpoint)
         try:
             pending, done = sink.fill(pending, src)
             sink.finish()

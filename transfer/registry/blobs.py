@@ -35,7 +35,8 @@ def range_start(response: requests.Response) -> int:
 class ResumingBody:
     """A readable over a blob GET (from byte ``start``) that reopens the download at the current
     offset when the connection drops or ends early, at most ``attempts`` times in a row without
-    progress, or when it stalls (below the transport's Pace), at most ``max_stalls`` times."""
+    progress, or when it stalls (below the transport's Pace), at most ``max_stalls`` times. The
+    first GET is sent at the first read, so a reader that first moves to an offset asks from there."""
 
     def __init__(self, reopen: Reopen, size: int | None, what: str, attempts: int = 5,
                  max_resumes: int = 1000, start: int = 0, max_stalls: int = 2) -> None:
@@ -49,8 +50,7 @@ class ResumingBody:
         self.stalls, self.max_stalls = 0, max_stalls
         self._stalled = 0
         self._response: requests.Response | None = None
-        self._skip = 0
-        self._open()
+        self._skip = 0  # opened by the first read: a reader moved to an offset first asks from there
 
     def _open(self) -> None:
         """GET from ``position`` (a server that ignores Range sends bytes to drop first)."""
@@ -82,7 +82,9 @@ class ResumingBody:
             self._resume(failure)
 
     def _read_raw(self, n: int) -> bytes:
-        assert self._response is not None
+        if self._response is None:
+            self._open()
+            assert self._response is not None
         while self._skip:  # the server ignored our Range: drop what we already have
             dropped = self._response.raw.read(min(self._skip, 1 << 20))
             if not dropped:
