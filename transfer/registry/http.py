@@ -102,9 +102,9 @@ class StalledError(RegistryUnreachableError):
 
 
 class PacedBody:
-    """A response's ``raw`` that returns what has arrived (``read1``) and raises StalledError
-    when the answer falls below the pace or misses its deadline. requests and our readers see
-    an ordinary urllib3 response."""
+    """A response's ``raw`` that reads piece by piece as bytes arrive (``read1``), so the pace is
+    checked while a read waits, and raises StalledError when the answer falls below the pace or
+    misses its deadline. requests and our readers see an ordinary urllib3 response."""
 
     def __init__(self, raw: Any, pace: Pace, what: str, bulk: bool) -> None:
         self._raw, self._pace, self._what = raw, pace, what
@@ -113,8 +113,10 @@ class PacedBody:
         self._window_start, self._window_bytes = now, 0
         self._failure: Exception | None = None
         sock = getattr(getattr(raw, "connection", None), "sock", None)
-        if sock is not None and (sock.gettimeout() is None or sock.gettimeout() > pace.window):
+        self._silence = sock.gettimeout() if sock is not None else None
+        if sock is not None and (self._silence is None or self._silence > pace.window):
             sock.settimeout(pace.window)  # silence for a whole window is a stall too (reset per request)
+            self._silence = pace.window
 
     def read(self, amt: int | None = None, decode_content: bool | None = None, **kw: Any) -> bytes:
         """``amt`` bytes (all with None), fewer only at the end, like urllib3's read; the pace is
@@ -156,7 +158,7 @@ class PacedBody:
         if self._deadline is not None and now > self._deadline:
             self._stalled(f"not whole {self._pace.deadline:g} s after its headers")
         if n < 0:
-            self._stalled(f"no byte in {self._pace.window:g} s")
+            self._stalled(f"no byte in {self._silence or self._pace.window:g} s")
         self._window_bytes += n
         if now - self._window_start < self._pace.window:
             return
