@@ -22,8 +22,8 @@ import zstandard
 
 from transfer import __version__
 from transfer.bundle import format as fmt
-from transfer.bundle.lock import BundleLock
 from transfer.bundle.format import BundlePlan, CatalogEntry, ChunkEntry, IndexDoc, RecordHeader
+from transfer.bundle.lock import BundleLock
 from transfer.bundle.reader import LoadedPart, find_parts, load_part
 from transfer.bundle.stream import ContentStream
 from transfer.digest import READ_SIZE, Digester, Readable, VerifyingReader, digest_bytes
@@ -403,8 +403,10 @@ class BundleWriter:
         return desc.digest in self._expected or self.stored(desc.digest)
 
     def push(self, repo: str, desc: Descriptor, open_blob: BlobOpener, *, may_stall: bool = False) -> None:
-        """Stream, verify and store ``desc``; on any failure nothing claims the digest. (A local
-        write is never cut for idling, so ``may_stall`` changes nothing.)"""
+        """Stream, verify and store ``desc``. On a failure the digest is not stored: the records
+        finished before it are kept as a prefix the next push continues, unless the bytes proved
+        wrong (IntegrityError), which keeps nothing. (A local write is never cut for idling, so
+        ``may_stall`` changes nothing.)"""
         with self._lock, self._os_errors():
             self._check_open()
             if not self.stored(desc.digest):
@@ -518,7 +520,8 @@ class BundleWriter:
         return entry, pending, done
 
     def _rollback(self, number: int, pos: int, count: int, chunk_bytes: int, written: int) -> None:
-        """Undo a failed push: drop parts started during it and truncate back to where it began."""
+        """Undo a failed record (or push): drop the parts started since ``mark`` and truncate back
+        to where it began."""
         while self._part.number > number:
             part = self._parts.pop()
             part.fh.close()
