@@ -103,3 +103,14 @@ def test_cli_json_is_the_report(two_registries, tmp_path, capsys):
     cli = res.json()
     api = transfer.export([f"{src.host}/team/app:1.0"], str(tmp_path / "b.bundle")).model_dump(mode="json")
     assert set(cli) == set(api) and cli["images"] == api["images"] == 1
+
+
+def test_every_public_name_resolves_and_every_error_is_in_the_tree():
+    import transfer.errors
+
+    for name in transfer.__all__:
+        assert getattr(transfer, name) is not None, name
+    errors = {n for n, o in vars(transfer.errors).items() if isinstance(o, type) and issubclass(o, Exception)}
+    assert errors <= set(transfer.__all__), errors - set(transfer.__all__)
+    tree = API_DOC.read_text().split("The whole tree", 1)[1].split("## ", 1)[0]
+    assert [n for n in errors if not re.search(rf"(^|[ ─]){n} ", tree, re.M)] == []

@@ -24,11 +24,12 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "transfer.api": ("export", "import_bundle", "import_plan", "copy", "inventory", "unpack", "verify",
-                     "open_bundle"),
+                     "recover", "list_remote", "open_bundle"),
     "transfer.options": ("RegistryAccess", "ExportOptions", "ImportOptions", "CopyOptions", "UnpackOptions",
                          "InventoryOptions"),
     "transfer.reports": ("ExportReport", "ImportReport", "PartImportReport", "ImportPlanReport", "CopyReport",
-                         "UnpackReport", "InventoryReport", "BundleListing", "Failure", "Waiting", "UploadReport"),
+                         "UnpackReport", "InventoryReport", "BundleListing", "Failure", "Waiting", "UploadReport", "RecoverReport",
+                         "RemoteListing"),
     "transfer.bundle.verify": ("VerifyReport",),
     "transfer.bundle.reader": ("BundleReader",),
     "transfer.progress": ("Progress", "NullProgress"),
@@ -36,7 +37,8 @@ _EXPORTS = {
                         "UnsupportedManifestError", "BundleError", "CorruptBundleError", "LayoutError",
                         "RegistryError", "AuthenticationError", "NotFoundError", "RateLimitedError",
                         "UploadError", "RegistryUnreachableError", "IncompleteError", "PartOrderError",
-                        "TransferInterrupted"),
+                        "TransferInterrupted", "InvalidDigestError", "BundleBusyError", "JournalError",
+                        "UnsupportedBundleError"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -65,6 +67,8 @@ if TYPE_CHECKING:  # what type checkers see (each name re-exported explicitly)
     from transfer.api import unpack as unpack
     from transfer.api import verify as verify
     from transfer.api import open_bundle as open_bundle
+    from transfer.api import recover as recover
+    from transfer.api import list_remote as list_remote
     from transfer.options import RegistryAccess as RegistryAccess
     from transfer.options import ExportOptions as ExportOptions
     from transfer.options import ImportOptions as ImportOptions
@@ -82,6 +86,8 @@ if TYPE_CHECKING:  # what type checkers see (each name re-exported explicitly)
     from transfer.reports import Failure as Failure
     from transfer.reports import Waiting as Waiting
     from transfer.reports import UploadReport as UploadReport
+    from transfer.reports import RecoverReport as RecoverReport
+    from transfer.reports import RemoteListing as RemoteListing
     from transfer.bundle.verify import VerifyReport as VerifyReport
     from transfer.bundle.reader import BundleReader as BundleReader
     from transfer.progress import Progress as Progress
@@ -103,3 +109,7 @@ if TYPE_CHECKING:  # what type checkers see (each name re-exported explicitly)
     from transfer.errors import IncompleteError as IncompleteError
     from transfer.errors import PartOrderError as PartOrderError
     from transfer.errors import TransferInterrupted as TransferInterrupted
+    from transfer.errors import InvalidDigestError as InvalidDigestError
+    from transfer.errors import BundleBusyError as BundleBusyError
+    from transfer.errors import JournalError as JournalError
+    from transfer.errors import UnsupportedBundleError as UnsupportedBundleError

@@ -32,7 +32,8 @@ from transfer.progress import NullProgress, Progress
 from transfer.reference import Reference, RegistryPath
 from transfer.registry import RegistryStore
 from transfer.reports import (CopyReport, ExportReport, ImportPlanReport, ImportReport, InventoryReport,
-                              PartImportReport, SpanningReport, UnpackReport, UploadReport, Waiting, counts)
+                              PartImportReport, RecoverReport, RemoteListing, RemoteRepository, SpanningReport,
+                              UnpackReport, UploadReport, Waiting, counts)
 from transfer.selection import (CatalogFilter, Selection, declare_expected, parse_platforms, parse_reference_file,
                                 platform_notes, plan_exports, select_repositories)
 from transfer.store import ImagePlan, Source
@@ -355,6 +356,25 @@ def verify(bundle: str, *, repair: bool = False) -> VerifyReport:
     if repair and report.damaged_index:
         report.repaired_parts = rewrite_index(bundle)["parts"]
     return report
+
+
+def recover(bundle: str, *, mark_complete: bool = False) -> RecoverReport:
+    """Rebuild the index of a bundle whose index is missing or damaged (a crash, a full disk, a cut
+    copy), keeping every complete record; the result is marked incomplete unless ``mark_complete``."""
+    summary = rewrite_index(bundle, mark_complete=mark_complete)
+    return RecoverReport(parts=summary["parts"], records=summary["records"], dropped_bytes=summary["dropped_bytes"],
+                         problems=[str(p) for p in summary["problems"]])
+
+
+def list_remote(location: str, *, tags: bool = False, access: RegistryAccess | None = None) -> RemoteListing:
+    """The repositories of a registry (``HOST``; with ``tags`` every tag of each), or the tags of
+    one repository (``HOST/REPO``), sorted."""
+    target = RegistryPath.parse(location)
+    with (access or RegistryAccess()).client(location) as client:
+        if target.path:
+            return RemoteListing(registry=target.registry, repository=target.path, tags=client.tags(target.path))
+        repos = [RemoteRepository(name=r, tags=client.tags(r) if tags else None) for r in client.catalog()]
+    return RemoteListing(registry=target.registry, repositories=repos)
 
 
 def open_bundle(path: str) -> BundleReader:

@@ -159,3 +159,29 @@ class BundleListing(Report):
     complete: bool
     info: dict[str, Any]  # version, created, tool_version, source_registry, split, parts, why_incomplete
     images: list[BundleImage]
+
+
+class RemoteRepository(BaseModel):
+    name: str
+    tags: list[str] | None = None  # with tags=True
+
+
+class RemoteListing(Report):
+    """What ``transfer ls-remote --json`` prints: a registry's repositories, or one repository's tags."""
+
+    registry: str
+    repository: str | None = None  # set when one repository was listed
+    tags: list[str] | None = None  # that repository's tags
+    repositories: list[RemoteRepository] | None = None  # set when the whole registry was listed
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", exclude_none=True), indent=2, sort_keys=True)
+
+
+class RecoverReport(Report):
+    """What ``transfer recover`` did: the parts whose index it rebuilt (none: every index was valid)."""
+
+    parts: list[int]
+    records: int  # complete records kept
+    dropped_bytes: int  # of torn tail
+    problems: list[str]  # what was wrong with each rebuilt index

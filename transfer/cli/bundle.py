@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import textwrap
 from typing import Any
 
-from transfer.bundle import BundleReader, rewrite_index
+from transfer.bundle import BundleReader
 from transfer.bundle.verify import VerifyReport
 from transfer.cli import printable
 from transfer.sizes import format_size
@@ -111,9 +110,12 @@ def _print_report(report: VerifyReport, quiet: bool) -> None:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    summary = rewrite_index(args.bundle, mark_complete=args.mark_complete)
+    import transfer.api
+
+    report = transfer.api.recover(args.bundle, mark_complete=args.mark_complete)
+    summary = report.model_dump()
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(report.to_json())
         return 0
     if not summary["parts"]:
         print(f"{args.bundle}: every index is valid; nothing to recover")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import sys
 
 from transfer.cli import printable
@@ -72,18 +71,17 @@ def registry_access(args: argparse.Namespace) -> RegistryAccess:
 
 
 def cmd_ls_remote(args: argparse.Namespace) -> int:
-    target = RegistryPath.parse(args.location)
-    with registry_access(args).client(args.location) as client:
-        if target.path:
-            tags = client.tags(target.path)
-            result: dict = {"registry": target.registry, "repository": target.path, "tags": tags}
-            lines = tags
-        else:
-            repos = [{"name": r, **({"tags": client.tags(r)} if args.tags else {})} for r in client.catalog()]
-            result = {"registry": target.registry, "repositories": repos}
-            lines = [f"{r['name']}:{t}" for r in repos for t in r["tags"]] if args.tags else [r["name"] for r in repos]
+    import transfer.api
+
+    listing = transfer.api.list_remote(args.location, tags=args.tags, access=registry_access(args))
+    if listing.repositories is None:
+        lines = listing.tags or []
+    elif args.tags:
+        lines = [f"{r.name}:{t}" for r in listing.repositories for t in r.tags or []]
+    else:
+        lines = [r.name for r in listing.repositories]
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(listing.to_json())
     elif not args.quiet and lines:
         print("\n".join(map(printable, lines)))
     return 0
