@@ -60,11 +60,15 @@ def run_job(args: argparse.Namespace, title: str, resume_hint: str, job: Callabl
 
 
 def emit(args: argparse.Namespace, report: Any, lines: list[str]) -> None:
+    """The report as JSON (--json), or its lines for people (control characters escaped: names and
+    errors may come from a registry or a bundle)."""
+    from transfer.cli import printable
+
     if args.json:
         print(report.to_json())
     elif not args.quiet:
         for line in lines:
-            print(line)
+            print(printable(line))
 
 
 def summary_lines(verb: str, stats: CopyCounts) -> list[str]:
