@@ -223,9 +223,9 @@ def test_unknown_version_refused(tmp_path):
     path = tmp_path / "b.bundle"
     _write_fixed(path)
     data = bytearray(path.read_bytes())
-    data[8:10] = (2).to_bytes(2, "big")
+    data[8:10] = (3).to_bytes(2, "big")
     path.write_bytes(bytes(data))
-    with pytest.raises(UnsupportedBundleError, match="version 2"):
+    with pytest.raises(UnsupportedBundleError, match="version 3"):
         BundleReader(path)
     with pytest.raises(UnsupportedBundleError):
         BundleReader(path, recover=True)

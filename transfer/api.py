@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Sequence
 from contextlib import closing
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable, overload
 
 from transfer.bundle import BundleReader, BundleWriter, rewrite_index
 from transfer.bundle.format import BundlePlan
-from transfer.bundle.verify import VerifyReport, verify as verify_bundle
+from transfer.bundle.sequential import BundleIO, BundleStream, is_stream_path, stream_input
+from transfer.bundle.verify import VerifyReport, verify as verify_bundle, verify_stream
 from transfer.engine import Copier, CopyStats
-from transfer.errors import IncompleteError, TransferError, UsageError
+from transfer.errors import CorruptBundleError, IncompleteError, TransferError, UsageError
 from transfer.import_ import (RepositoryMapping, SpanningBlob, check_expected, decide_tags, plan_imports,
                               push_spanning, recorded_plans, verify_tags)
 from transfer.interop import RenamedSource, export_source
@@ -41,14 +43,21 @@ from transfer.store import ImagePlan, Source
 JOURNAL_MAX_AGE = 7 * 24 * 3600  # distribution purges unfinished uploads after 168 h
 
 
+def _output_stream(output: BundleIO) -> BinaryIO | None:
+    if not isinstance(output, str):
+        return output
+    return sys.stdout.buffer if output == "-" else None
+
+
 # -- export ---------------------------------------------------------------------------------------
 
-def export(images: Sequence[str], output: str, *, catalog: str | None = None, source: str | None = None,
+def export(images: Sequence[str], output: BundleIO, *, catalog: str | None = None, source: str | None = None,
            reference_files: Sequence[str] = (), options: ExportOptions | None = None,
            access: RegistryAccess | None = None, progress: Progress | None = None) -> ExportReport:
     """Images (references like ``registry:5000/app:1.0``), a whole registry (``catalog="HOST"``)
     or another tool's files (``source="oci:DIR"`` / ``"docker-archive:FILE"``) into the bundle
-    ``output``. Running it again on the same output continues it."""
+    ``output``: a path (running it again continues it), or ``"-"`` (standard output) or a binary
+    stream, written front to back with bounded memory (one part; not continued)."""
     opts, progress = options or ExportOptions(), progress or NullProgress()
     started, failures = time.monotonic(), list[tuple[str, str]]()
     src, selections, host = _export_source(list(images), list(reference_files), catalog, source, opts,
@@ -60,26 +69,26 @@ def export(images: Sequence[str], output: str, *, catalog: str | None = None, so
         for note in notes:
             progress.message(note)
         stats, writer, expected = _write_bundle(src, plans, output, host, opts, progress, failures)
-    report = ExportReport(**counts(stats, time.monotonic() - started), bundle=output, complete=not stats.failures,
+    report = ExportReport(**counts(stats, time.monotonic() - started), bundle=writer.path, complete=not stats.failures,
                           expected_at_destination=expected, bytes_written=writer.bytes_written,
                           platform_notes=notes)
     if stats.failures:
-        raise IncompleteError(f"{len(stats.failures)} image(s) failed; {output} is left incomplete "
+        raise IncompleteError(f"{len(stats.failures)} image(s) failed; {writer.path} is left incomplete "
                               "(fix the cause and run the same command again to finish it)", report)
     return report
 
 
-def _write_bundle(src: Source, plans: list[ImagePlan], output: str, host: str, opts: ExportOptions,
+def _write_bundle(src: Source, plans: list[ImagePlan], output: BundleIO, host: str, opts: ExportOptions,
                   progress: Progress, failures: list[tuple[str, str]]) -> tuple[CopyStats, BundleWriter, int]:
     """Copy the plans into the bundle; with any failure (``failures``: those of planning) the
     bundle is left unfinished, never marked complete."""
-    writer = BundleWriter(output, split_size=opts.split_size, level=opts.level, threads=opts.threads,
+    writer = BundleWriter(_output_stream(output) or output, split_size=opts.split_size, level=opts.level, threads=opts.threads,
                           source_registry=host)
     with writer:
-        if opts.split_size:  # every part then shows where its blobs belong (import part by part)
-            writer.set_plan(BundlePlan(tuple(plans)))
         expected = declare_expected(writer, plans, load_have(opts.have, opts.since)) if opts.have or opts.since else 0
+        early = writer.set_plan(BundlePlan(tuple(plans)))  # the plan and the manifests before any blob
         stats = Copier(src, writer, progress=progress, jobs=opts.jobs, keep_going=opts.keep_going).execute(plans)
+        stats.manifests_copied, stats.manifests_skipped = stats.manifests_copied + early, stats.manifests_skipped - early
         stats.failures[:0] = failures
         if stats.failures:
             writer.abort()  # what was stored stays, but the bundle never looks complete
@@ -163,11 +172,20 @@ def _upload_report(store: RegistryStore) -> UploadReport:
     return UploadReport(**store.uploader.stats.__dict__, mounted=store.mounted, notes=store.uploader.notes)
 
 
-def import_bundle(bundle: str, target: str, *, options: ImportOptions | None = None,
+def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | None = None,
                   access: RegistryAccess | None = None, progress: Progress | None = None) -> ImportReport:
     """Push every image of ``bundle`` to ``target`` (``HOST[:PORT][/PREFIX]``): blobs, then child
     manifests, then roots, then tags; every written tag checked afterwards. Given the parts of a
-    split set present, imports what they allow (a ``PartImportReport`` says what waits)."""
+    split set present, imports what they allow (a ``PartImportReport`` says what waits).
+
+    ``bundle`` may be ``"-"`` (standard input), a binary stream, or a FIFO: it is then read once,
+    front to back, blobs uploaded as they pass and each image finished as soon as its last blob
+    has; a stream cut short keeps what reached the registry, and the same import again skips it."""
+    stream = stream_input(bundle)
+    if stream is not None:
+        return _import_stream(*stream, target, options or ImportOptions(), access or RegistryAccess(),
+                              progress or NullProgress())
+    assert isinstance(bundle, str)
     opts, started = options or ImportOptions(), time.monotonic()
     path = RegistryPath.parse(target)
     mapping = RepositoryMapping.parse(path.path, opts.map)
@@ -194,6 +212,42 @@ def import_bundle(bundle: str, target: str, *, options: ImportOptions | None = N
         return _part_report(bundle, target, reader, stats, spanning, fields)
     report = ImportReport(**fields)
     _raise_unless_done(report, stats)
+    return report
+
+
+def _import_stream(stream: BinaryIO, name: str, target: str, opts: ImportOptions, access: RegistryAccess,
+                   progress: Progress) -> ImportReport:
+    """The same copy over a bundle that passes by (transfer.bundle.sequential): one image at a time,
+    in the order the export wrote them, so each blob is at the head of the stream when its turn comes."""
+    started, path = time.monotonic(), RegistryPath.parse(target)
+    src = BundleStream(stream, name)
+    src.importable()
+    plans = recorded_plans(src, RepositoryMapping.parse(path.path, opts.map))  # type: ignore[arg-type]
+    with closing(upload_store(access, path.registry, opts, f"stream {name}")) as dst:
+        check_expected(dst, plans, {d["digest"] for d in src.doc.expected})
+        decisions = decide_tags(dst, plans, opts.on_existing, opts.jobs)
+        for note in decisions.notes:
+            progress.message(note)
+        copier = Copier(src, dst, progress=progress, jobs=1, keep_going=opts.keep_going, tagged=decisions.tagged)
+        try:
+            for plan in plans:
+                copier.execute([plan])
+            index = src.finish()
+        except TransferError as exc:
+            report = ImportReport(**counts(copier.stats, time.monotonic() - started), target=str(path),
+                                  upload=_upload_report(dst), notes=decisions.notes)
+            why = f"the bundle stream broke off or is damaged ({exc})" if isinstance(exc, CorruptBundleError) else str(exc)
+            raise IncompleteError(f"{name}: {why}; {report.blobs_copied} blob(s) and {report.images} image(s) "
+                                  f"reached {path} and are kept: run the same import again with the whole "
+                                  "bundle (stream or file) to finish", report) from exc
+        done = [p for p in plans if p.label in set(copier.stats.complete)]
+        report = ImportReport(**counts(copier.stats, time.monotonic() - started), target=str(path),
+                              upload=_upload_report(dst), tag_problems=verify_tags(dst, done, opts.jobs),
+                              notes=decisions.notes)
+    if not index.complete and not opts.allow_incomplete:
+        raise IncompleteError(f"{name}: the bundle's export did not finish (its index is marked incomplete): what "
+                              "it held was imported; pass --allow-incomplete to accept that", report)
+    _raise_unless_done(report, copier.stats)
     return report
 
 
@@ -349,9 +403,16 @@ def unpack(bundle: str, *, oci: str | None = None, docker_archive: str | None = 
                         format="oci" if oci else "docker-archive", names=names, notes=notes)
 
 
-def verify(bundle: str, *, repair: bool = False) -> VerifyReport:
+def verify(bundle: BundleIO, *, repair: bool = False) -> VerifyReport:
     """Check every record, index and manifest graph of ``bundle`` (or of one part ``NAME.00N``);
-    ``repair``: also rebuild a missing or damaged index. Problems are in the report (``ok``)."""
+    ``repair``: also rebuild a missing or damaged index. Problems are in the report (``ok``).
+    ``"-"``, a binary stream or a FIFO is read once, front to back (nothing to repair there)."""
+    stream = stream_input(bundle)
+    if stream is not None:
+        if repair:
+            raise UsageError("--repair rewrites a bundle file; a stream cannot be repaired")
+        return verify_stream(*stream)
+    assert isinstance(bundle, str)
     report = verify_bundle(bundle)
     if repair and report.damaged_index:
         report.repaired_parts = rewrite_index(bundle)["parts"]
@@ -377,6 +438,19 @@ def list_remote(location: str, *, tags: bool = False, access: RegistryAccess | N
     return RemoteListing(registry=target.registry, repositories=repos)
 
 
-def open_bundle(path: str) -> BundleReader:
-    """A bundle to list and read: ``with transfer.open_bundle("site.bundle") as b: b.listing()``."""
+@overload
+def open_bundle(path: str) -> BundleReader: ...
+@overload
+def open_bundle(path: BinaryIO) -> BundleStream: ...
+
+
+def open_bundle(path: str | BinaryIO) -> BundleReader | BundleStream:
+    """A bundle to list and read: ``with transfer.open_bundle("site.bundle") as b: b.listing()``.
+    An open binary stream (``sys.stdin.buffer``, a pipe) gives a ``BundleStream``, read once front
+    to back: its ``listing()`` reads it to the end. A path is a bundle file or split set (for
+    ``"-"`` or a FIFO, pass the open stream)."""
+    if not isinstance(path, str):
+        return BundleStream(path, str(getattr(path, "name", "<stream>")))
+    if is_stream_path(path):
+        raise UsageError(f"{path} is a stream, not a bundle file: pass the open stream (e.g. sys.stdin.buffer)")
     return BundleReader(path)

@@ -1,4 +1,4 @@
-"""Bundle format, version 1: pure encode/decode of the fixed structures (no file I/O).
+"""Bundle format, version 2 (reads 1 and 2): pure encode/decode of the fixed structures (no file I/O).
 
 The layout is specified byte by byte in ``docs/bundle-format.md``; this module is its executable
 form. Every integer is big-endian. Every decoder checks magic, lengths, ranges and checksums and
@@ -23,7 +23,8 @@ from transfer.untrusted import load_json, validate
 
 MAGIC = b"\x89TRBNDL\n"
 MIN_SPLIT_SIZE = 64 << 10  # a part must hold its header, a record and its index
-VERSION = 1
+VERSION = 2  # what this build writes (docs/bundle-format.md, "Versions")
+VERSIONS = (1, 2)  # what it reads
 # magic, version, header length, part number, set id, reserved; then CRC-32 of those 36 bytes.
 FILE_HEADER = struct.Struct(">8sHHI16sI")
 FILE_HEADER_SIZE = FILE_HEADER.size + 4  # 40
@@ -42,8 +43,9 @@ TRAILER_COMPLETE = 1
 TRAILER_FINAL = 2
 
 # Record types
-META, CONTENT, ROOT, EXPECT, INDEX = 1, 2, 3, 4, 5
-RECORD_TYPES = {META: "meta", CONTENT: "content", ROOT: "root", EXPECT: "expect", INDEX: "index"}
+META, CONTENT, ROOT, EXPECT, INDEX, PLAN, SIGNATURE = 1, 2, 3, 4, 5, 6, 7  # SIGNATURE: reserved, skipped
+RECORD_TYPES = {META: "meta", CONTENT: "content", ROOT: "root", EXPECT: "expect", INDEX: "index", PLAN: "plan",
+                SIGNATURE: "signature"}
 # Codecs
 NONE, ZSTD = 0, 1
 CODEC_NAMES = {NONE: "none", ZSTD: "zstd"}
@@ -53,6 +55,7 @@ META_TYPE = "application/vnd.transfer.bundle.meta.v1+json"
 ROOT_TYPE = "application/vnd.transfer.bundle.root.v1+json"
 EXPECT_TYPE = "application/vnd.transfer.bundle.expect.v1+json"
 INDEX_TYPE = "application/vnd.transfer.bundle.index.v1+json"
+PLAN_TYPE = "application/vnd.transfer.bundle.plan.v1+json"
 
 MAX_MEDIA_TYPE = 255  # RFC 6838: 127 + "/" + 127
 MAX_CONTENT_SIZE = 1 << 50  # 1 PiB: more is a lie, not a layer
@@ -82,8 +85,8 @@ def choose_codec(media_type: str, first_chunk: bytes) -> int:
 # ---- file header -------------------------------------------------------------------------------
 
 
-def encode_file_header(part: int, set_id: bytes) -> bytes:
-    body = FILE_HEADER.pack(MAGIC, VERSION, FILE_HEADER_SIZE, part, set_id, 0)
+def encode_file_header(part: int, set_id: bytes, version: int = VERSION) -> bytes:
+    body = FILE_HEADER.pack(MAGIC, version, FILE_HEADER_SIZE, part, set_id, 0)
     return body + struct.pack(">I", zlib.crc32(body))
 
 
@@ -91,16 +94,17 @@ def encode_file_header(part: int, set_id: bytes) -> bytes:
 class FileHeader:
     part: int
     set_id: bytes
+    version: int = VERSION
 
 
 def decode_file_header(data: bytes, what: str) -> FileHeader:
     if len(data) < 10 or data[:8] != MAGIC:
         raise CorruptBundleError(f"{what}: not a transfer bundle (bad magic bytes)")
     (version,) = struct.unpack(">H", data[8:10])
-    if version != VERSION:
+    if version not in VERSIONS:
         raise UnsupportedBundleError(
             f"{what}: bundle format version {version} is not supported by this build (it reads "
-            f"version {VERSION}); use a newer transfer"
+            f"versions {', '.join(map(str, VERSIONS))}); use a newer transfer"
         )
     if len(data) < FILE_HEADER_SIZE:
         raise CorruptBundleError(f"{what}: file header is truncated")
@@ -110,7 +114,7 @@ def decode_file_header(data: bytes, what: str) -> FileHeader:
         raise CorruptBundleError(f"{what}: file header checksum mismatch")
     if not 1 <= part <= MAX_PART_NUMBER:
         raise CorruptBundleError(f"{what}: part number {part} out of range")
-    return FileHeader(part, set_id)
+    return FileHeader(part, set_id, version)
 
 
 # ---- records -----------------------------------------------------------------------------------
@@ -191,7 +195,7 @@ def check_record_header(h: RecordHeader, what: str) -> None:
         raise CorruptBundleError(f"{what}: record for {h.digest} declares impossible sizes")
     if h.codec == NONE and h.stored_length != h.chunk_length:
         raise CorruptBundleError(f"{what}: stored record for {h.digest} has mismatched lengths")
-    limit = MAX_INDEX_SIZE if h.type == INDEX else MAX_SMALL_RECORD
+    limit = MAX_INDEX_SIZE if h.type in (INDEX, PLAN) else MAX_SMALL_RECORD
     if h.type != CONTENT and (h.codec != NONE or not h.whole or h.size > limit):
         raise CorruptBundleError(f"{what}: {RECORD_TYPES[h.type]} record is malformed or too large")
 
@@ -408,13 +412,14 @@ class IndexDoc:
     catalog: list[CatalogEntry]
     expected: list[dict[str, Any]]
     plan: BundlePlan | None = None  # split sets: the export plan, in every part
+    version: int = VERSION  # of the part's file header
 
 
 def encode_index(doc: IndexDoc) -> bytes:
     plan = {"plan": doc.plan.to_json()} if doc.plan is not None else {}
     return dumps({
         **plan,
-        "format": "transfer-bundle", "version": VERSION, "part": doc.part, "set_id": doc.set_id,
+        "format": "transfer-bundle", "version": doc.version, "part": doc.part, "set_id": doc.set_id,
         "complete": doc.complete, "final": doc.final, "parts": doc.parts, "created": doc.created,
         "tool_version": doc.tool_version, "source_registry": doc.source_registry,
         "records": [c.to_json() for c in sorted(doc.chunks, key=lambda c: (c.digest, c.chunk_offset))],
@@ -428,7 +433,7 @@ def decode_index(data: bytes, limit: int, what: str) -> IndexDoc:
     d = load_json(data, f"{what}: index", CorruptBundleError, MAX_INDEX_SIZE)
     if not isinstance(d, dict) or d.get("format") != "transfer-bundle":
         raise CorruptBundleError(f"{what}: index is not a transfer bundle index")
-    if d.get("version") != VERSION:
+    if d.get("version") not in VERSIONS:
         raise UnsupportedBundleError(f"{what}: index version {d.get('version')!r} is not supported")
     part = _nat(d, "part", what, MAX_PART_NUMBER)
     parts = d.get("parts")
@@ -442,6 +447,7 @@ def decode_index(data: bytes, limit: int, what: str) -> IndexDoc:
         [decode_catalog_entry(e, what) for e in _get(d, "catalog", list, what)],
         [_expected(e, what) for e in _get(d, "expected", list, what)],
         decode_plan(d["plan"], f"{what} plan") if d.get("plan") is not None else None,
+        d["version"],
     )
 
 

@@ -154,7 +154,7 @@ class BundleReader:
         if missing:
             why.append(f"parts missing: {', '.join(map(str, missing))}")
         return BundleInfo(
-            fmt.VERSION, last.created, last.tool_version, last.source_registry, not why,
+            last.version, last.created, last.tool_version, last.source_registry, not why,
             self.split, sorted(self._paths), expected, why,
         )
 

@@ -6,10 +6,13 @@ import dataclasses
 import os
 from typing import Any
 
-from transfer.bundle.format import CatalogEntry
+from transfer.bundle.format import BundlePlan, CatalogEntry, ChunkEntry
 from transfer.bundle.lock import BundleLock
 from transfer.bundle.reader import LoadedPart, find_parts, load_part
+from transfer.bundle.stream import ContentStream
 from transfer.bundle.writer import append_index
+from transfer.digest import VerifyingReader
+from transfer.models import MAX_MANIFEST_SIZE, Platform, parse_manifest
 
 
 def rewrite_index(path: str | os.PathLike[str], *, mark_complete: bool = False) -> dict[str, Any]:
@@ -36,8 +39,48 @@ def _rewrite_parts(paths: dict[int, str], mark_complete: bool) -> dict[str, Any]
         complete = mark_complete and last or (part.doc.complete and not part.index_problem)
         if part.index_problem or complete != part.doc.complete:
             part.doc.plan = part.doc.plan or plan
+            if part.index_problem and part.doc.plan is not None:
+                catalog.update((e.key, e) for e in salvage(part, part.doc.plan, expected))
             _rewrite(part, complete, list(catalog.values()), list(expected.values()), summary)
     return summary
+
+
+def salvage(part: LoadedPart, plan: BundlePlan, expected: dict[str, Any]) -> list[CatalogEntry]:
+    """Catalog entries for every image of ``plan`` whose manifests and blobs are all in the
+    complete records of ``part`` (or expected at the destination): what its ROOT records would
+    have said, had the export not been cut short before them."""
+    whole = {c.digest: c for c in part.doc.chunks if c.chunk_offset == 0 and c.chunk_length == c.size}
+    held: dict[str, int] = {}  # bytes present from 0, over segments
+    for c in sorted(part.doc.chunks, key=lambda c: (c.digest, c.chunk_offset)):
+        if held.get(c.digest, 0) == c.chunk_offset:
+            held[c.digest] = c.chunk_offset + c.chunk_length
+    entries = []
+    for image in plan.images:
+        if all(held.get(d.digest) == d.size or d.digest in expected for d in (*image.manifests, *image.blobs)):
+            root = whole.get(image.root.digest)
+            if root is None:
+                continue
+            platforms = _platforms(part.path, whole, root)
+            for tag in image.tags or [None]:
+                entries.append(CatalogEntry(image.dst_repo, tag, root.digest, root.media_type, platforms, root.size))
+    return entries
+
+
+def _platforms(path: str, whole: dict[str, ChunkEntry], root: ChunkEntry) -> list[str]:
+    view = parse_manifest(_read(path, root), root.media_type, root.digest)
+    if view.is_index:
+        return sorted({str(d.platform) for d in view.manifests if d.platform})
+    if view.config is None or view.config.digest not in whole or view.config.size > MAX_MANIFEST_SIZE:
+        return []
+    try:
+        return [str(Platform.model_validate_json(_read(path, whole[view.config.digest])))]
+    except ValueError:
+        return []
+
+
+def _read(path: str, entry: ChunkEntry) -> bytes:
+    with VerifyingReader(ContentStream([(path, entry)], 0, path), entry.digest, entry.size) as reader:
+        return reader.read_all(MAX_MANIFEST_SIZE)
 
 
 def _rewrite(part: LoadedPart, complete: bool, catalog: list[CatalogEntry], expected: list[dict[str, Any]],

@@ -202,7 +202,7 @@ def scan_part(fh: BinaryIO, size: int, what: str) -> ScanResult:
     stop at the first record that is torn or damaged (everything after it is dropped)."""
     fh.seek(0)
     head = fmt.decode_file_header(read_exact(fh, fmt.FILE_HEADER_SIZE, what), what)
-    doc = IndexDoc(head.part, head.set_id.hex(), False, False, None, "", "", "", [], [], [])
+    doc = IndexDoc(head.part, head.set_id.hex(), False, False, None, "", "", "", [], [], [], version=head.version)
     res = ScanResult(doc, fmt.FILE_HEADER_SIZE)
     while res.end < size:
         try:
@@ -237,11 +237,15 @@ def _scan_one(fh: BinaryIO, res: ScanResult, what: str) -> RecordHeader | None:
 
 
 def apply_small_record(doc: IndexDoc, h: RecordHeader, data: bytes, what: str) -> None:
-    """Fold a meta, root or expect record into ``doc`` (used by scans and sequential readers)."""
+    """Fold a meta, plan, root or expect record into ``doc`` (used by scans and sequential
+    readers); a later plan replaces an earlier one."""
     if digest_bytes(data) != h.digest:
         raise CorruptBundleError(f"{what}: {fmt.RECORD_TYPES[h.type]} record digest mismatch")
-    obj = load_json(data, f"{what}: {fmt.RECORD_TYPES[h.type]} record", CorruptBundleError, fmt.MAX_SMALL_RECORD)
-    if h.type == fmt.META:
+    limit = fmt.MAX_INDEX_SIZE if h.type == fmt.PLAN else fmt.MAX_SMALL_RECORD
+    obj = load_json(data, f"{what}: {fmt.RECORD_TYPES[h.type]} record", CorruptBundleError, limit)
+    if h.type == fmt.PLAN:
+        doc.plan = fmt.decode_plan(obj, f"{what} plan")
+    elif h.type == fmt.META:
         doc.created = fmt._get(obj, "created", str, what)
         doc.tool_version = fmt._get(obj, "tool_version", str, what)
         doc.source_registry = fmt._get(obj, "source_registry", str, what)

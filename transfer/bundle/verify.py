@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field, computed_field
 
-from transfer.bundle.format import ChunkEntry
+from transfer.bundle import format as fmt
+from transfer.bundle.format import ChunkEntry, IndexDoc
 from transfer.bundle.reader import BundleReader, LoadedPart
-from transfer.bundle.stream import open_content
-from transfer.digest import READ_SIZE, Digester
+from transfer.bundle.stream import Record, apply_small_record, iter_records, open_content
+from transfer.digest import READ_SIZE, Digester, Readable
 from transfer.errors import TransferError
-from transfer.models import MAX_MANIFEST_SIZE, parse_manifest
+from transfer.models import MAX_MANIFEST_SIZE, is_manifest_type, parse_manifest
 from transfer.store import read_manifest
 
 
@@ -134,3 +136,84 @@ def _missing(report: VerifyReport, strict: bool, problem: Problem) -> None:
         report.problems.append(problem)
     else:
         report.notes.append(f"{problem} (may be in a part not present)")
+
+
+def verify_stream(stream: Readable, name: str = "-") -> VerifyReport:
+    """Check a bundle read once, front to back (a pipe): every record's checksum, length and
+    digest, every index against the records met, and every manifest's children present (or
+    expected). Memory: one record at a time, and the children of each manifest."""
+    report = VerifyReport(bundle=name)
+    seen = _StreamSeen()
+    try:
+        for rec in iter_records(stream, name):
+            _check_record(rec, seen, report)
+    except TransferError as exc:
+        report.problems.append(Problem(digest=None, message=f"stream cut short or damaged: {exc}"))
+        return report
+    report.complete = seen.index is not None and seen.index.complete
+    if not report.complete:
+        report.problems.append(Problem(digest=None, message="INCOMPLETE: the export did not finish (no index marked complete)"))
+    _check_stream_graph(seen, report)
+    return report
+
+
+@dataclass
+class _StreamSeen:
+    stored: dict[str, int] = field(default_factory=dict)  # digest -> bytes seen from 0
+    children: dict[str, list[str]] = field(default_factory=dict)  # manifest -> its children
+    listed: list[tuple[int, int, str, int]] = field(default_factory=list)  # (part, offset, digest, chunk offset)
+    index: IndexDoc | None = None
+    doc: IndexDoc = field(default_factory=lambda: IndexDoc(1, "", False, False, None, "", "", "", [], [], []))
+    digester: tuple[str, Digester] | None = None
+
+
+def _check_record(rec: Record, seen: _StreamSeen, report: VerifyReport) -> None:
+    h = rec.header
+    if h.type == fmt.INDEX:
+        seen.index = fmt.decode_index(rec.read_small(), rec.offset, report.bundle)
+        met = {(p, o, d, c) for p, o, d, c in seen.listed if p == rec.part}
+        if {(rec.part, c.offset, c.digest, c.chunk_offset) for c in seen.index.chunks} != met:
+            report.problems.append(Problem(digest=None, message=f"part {rec.part}: the index does not list the records met"))
+        return
+    if h.type != fmt.CONTENT:
+        apply_small_record(seen.doc, h, rec.read_small(), f"{report.bundle} offset {rec.offset}")
+        return
+    if h.chunk_offset == 0:
+        seen.digester = (h.digest, Digester.for_digest(h.digest))
+    keep = is_manifest_type(h.media_type) and h.size <= MAX_MANIFEST_SIZE
+    data = _read_chunk(rec, seen, keep)
+    seen.listed.append((rec.part, rec.offset, h.digest, h.chunk_offset))
+    report.records += 1
+    report.bytes += h.chunk_length
+    if seen.stored.get(h.digest, 0) == h.chunk_offset:
+        seen.stored[h.digest] = h.chunk_offset + h.chunk_length
+    if h.chunk_offset + h.chunk_length == h.size and seen.digester and seen.digester[0] == h.digest:
+        if (actual := seen.digester[1].digest()) != h.digest:
+            report.problems.append(Problem(digest=h.digest, message=f"content does not match its digest (got {actual})"))
+            seen.stored.pop(h.digest, None)
+        elif keep and data is not None:
+            view = parse_manifest(data, h.media_type, h.digest)
+            seen.children[h.digest] = [c.digest for c in view.children()]
+
+
+def _read_chunk(rec: Record, seen: _StreamSeen, keep: bool) -> bytes | None:
+    reader, pieces = rec.open(), []
+    while data := reader.read(READ_SIZE):
+        if seen.digester is not None:
+            seen.digester[1].update(data)
+        if keep:
+            pieces.append(data)
+    return b"".join(pieces) if keep and rec.header.whole else None
+
+
+def _check_stream_graph(seen: _StreamSeen, report: VerifyReport) -> None:
+    expected = {d["digest"] for d in seen.doc.expected}
+    have = {d for d, n in seen.stored.items() if seen.index is None or any(
+        c.digest == d and c.chunk_offset + c.chunk_length == c.size == n for c in seen.index.chunks)}
+    for entry in seen.doc.catalog:
+        if entry.digest not in have:
+            report.problems.append(Problem(digest=entry.digest, message=f"root {entry.repository}:{entry.tag or entry.digest} is not in the bundle"))
+    for digest, children in seen.children.items():
+        for child in children:
+            if child not in have and child not in expected:
+                report.problems.append(Problem(digest=child, message=f"missing: referenced by manifest {digest}"))

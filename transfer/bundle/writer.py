@@ -4,6 +4,10 @@ Each content record is written as a zeroed header, then its payload (streamed, h
 compressed once), then the real header over the zeros. A crash leaves at most one torn record at
 the end, which reopening drops. The index and trailer go at the end of each part; only close()
 after a successful export marks the bundle complete.
+
+Written to a stream (a pipe, stdout), nothing can be sought back to: each record's payload (at most
+one segment, ``checkpoint`` bytes of content) is held in memory until its header is known, then
+header and payload go out together. The bytes are the same as in a file.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import io
 import os
 import queue
 import threading
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, Union
 
 import zstandard
 
@@ -50,11 +55,47 @@ def format_created(created: dt.datetime | str | None) -> str:
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+Output = Union[str, "os.PathLike[str]", BinaryIO]
+
+
+class _StreamOut:
+    """A write-only stream (a pipe) as a part's file: counts its position; cannot seek back."""
+
+    def __init__(self, stream: BinaryIO, name: str) -> None:
+        self._stream, self.name, self.pos, self.closed = stream, name, 0, False
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._stream.write(data)
+        self.pos += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.pos
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self.closed = True
+
+
+class _Held:
+    """A record's payload held in memory until its header is known (stream output)."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.pieces.append(bytes(data))
+        return len(data)
+
+
 @dataclass
 class _Part:
     number: int
     path: str
-    fh: BinaryIO
+    fh: Any  # a file, or a _StreamOut
     chunks: list[ChunkEntry] = field(default_factory=list)
     chunk_bytes: int = 0  # JSON bytes the chunk entries add to this part's index
 
@@ -168,9 +209,35 @@ class _Continued:
         return data
 
 
-def append_index(fh: BinaryIO, doc: IndexDoc) -> int:
+class _Kept:
+    """Passes a small content through, keeping its bytes (None if it was continued mid-way)."""
+
+    def __init__(self, src: VerifyingReader) -> None:
+        self._src, self._pieces, self.skipped = src, list[bytes](), False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._src.read(n)
+        self._pieces.append(data)
+        return data
+
+    def skip_unverified(self, offset: int) -> bool:
+        self.skipped = True
+        return self._src.skip_unverified(offset)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._src, name)
+
+    def data(self) -> bytes | None:
+        return None if self.skipped else b"".join(self._pieces)
+
+
+def _bytes_opener(desc: Descriptor, raw: bytes) -> Any:
+    return lambda: VerifyingReader(io.BytesIO(raw), desc.digest, desc.size, f"manifest {desc.digest}")
+
+
+def append_index(fh: Any, doc: IndexDoc) -> int:
     """Write the index record and trailer at the current position, end the file there and sync
-    it; return the file's size."""
+    it (a stream: flush it); return the file's size."""
     data = fmt.encode_index(doc)
     digest = digest_bytes(data)
     start = fh.tell()
@@ -178,6 +245,9 @@ def append_index(fh: BinaryIO, doc: IndexDoc) -> int:
     flags = fmt.TRAILER_COMPLETE | fmt.TRAILER_FINAL if doc.complete else 0
     fh.write(fmt.encode_record_header(h) + data)
     fh.write(fmt.encode_trailer(fmt.Trailer(start, len(data), bytes.fromhex(digest[7:]), flags)))
+    if isinstance(fh, _StreamOut):
+        fh.flush()
+        return fh.tell()
     fh.truncate()
     fh.flush()
     os.fsync(fh.fileno())
@@ -191,7 +261,7 @@ class BundleWriter:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: Output,
         *,
         split_size: int | None = None,
         level: int = 3,
@@ -203,7 +273,11 @@ class BundleWriter:
     ) -> None:
         if split_size is not None and split_size < MIN_SPLIT_SIZE:
             raise BundleError(f"split size {split_size} is too small (at least {MIN_SPLIT_SIZE} bytes)")
-        self.path, self.split_size = check_output_file(path, "bundle"), split_size
+        self._stream = None if isinstance(path, (str, os.PathLike)) else path
+        if self._stream is not None and split_size is not None:
+            raise BundleError("a bundle written to a stream is one part: drop the split size")
+        self.path = str(getattr(path, "name", "<stream>")) if self._stream else check_output_file(path, "bundle")
+        self.split_size, self.version = split_size, fmt.VERSION
         self.checkpoint = max(checkpoint, READ_SIZE)
         self._cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
         self.created, self.source_registry = format_created(created), source_registry
@@ -214,9 +288,15 @@ class BundleWriter:
         self._plan: BundlePlan | None = None
         self._plan_bytes = 0  # JSON bytes of the plan in every index
         self._parts: list[_Part] = []
+        self._facts: dict[str, list[str] | str | None] = {}  # platforms of a config, an index; an image's config
+        self._configs: set[str] = set()  # configs of the manifests stored: their platform is kept when they are
         self.bytes_written = self.blobs_written = 0
         self._closed = False
         self._lock = threading.RLock()  # one record at a time, whichever thread pushes
+        if self._stream is not None:  # a fresh stream: nothing to lock, continue or remove
+            self._file_lock = None
+            self._fresh()
+            return
         self._file_lock = BundleLock(self.path).acquire()  # one writer per bundle, before any read
         try:
             self._open(overwrite)
@@ -254,8 +334,8 @@ class BundleWriter:
         if number > fmt.MAX_PART_NUMBER:
             raise BundleError(f"{self.path}: more than {fmt.MAX_PART_NUMBER} parts; use a larger split size")
         path = self._part_path(number)
-        fh = open(path, "w+b")
-        fh.write(fmt.encode_file_header(number, self._set_id))
+        fh: Any = _StreamOut(self._stream, self.path) if self._stream is not None else open(path, "w+b")
+        fh.write(fmt.encode_file_header(number, self._set_id, self.version))
         self._parts.append(_Part(number, path, fh))
         self._write_meta()
 
@@ -293,7 +373,7 @@ class BundleWriter:
         doc = IndexDoc(
             part.number, self._set_id.hex(), complete, complete, part.number if complete else None,
             self.created, __version__, self.source_registry, part.chunks,
-            list(self._catalog.values()), list(self._expected.values()), self._plan,
+            list(self._catalog.values()), list(self._expected.values()), self._plan, self.version,
         )
         end = append_index(part.fh, doc)
         part.fh.close()
@@ -312,7 +392,7 @@ class BundleWriter:
         if [p.number for p in loaded] != list(range(1, len(loaded) + 1)) or len({p.set_id for p in loaded}) > 1:
             raise BundleError(f"{self.path}: cannot continue: parts are missing or belong to different bundles")
         first, last = loaded[0], loaded[-1]
-        self._set_id = first.set_id
+        self._set_id, self.version = first.set_id, first.doc.version  # a version 1 bundle goes on as one
         self.created = first.doc.created or self.created
         self.source_registry = first.doc.source_registry or self.source_registry
         for part in loaded:
@@ -340,26 +420,46 @@ class BundleWriter:
         if part.doc.plan is not None:
             self._set_plan(part.doc.plan)
 
-    def set_plan(self, plan: BundlePlan | None) -> None:
-        """Record the export's plan in the index of this part and every later one (split sets:
-        a part alone then shows where each of its blobs belongs). Call it before the first push;
-        a continued export replaces the plan of the earlier run."""
-        with self._lock:
+    def set_plan(self, plan: BundlePlan) -> int:
+        """Write the export's plan (version 2), then, in a single-part bundle, every manifest it
+        carries the bytes of, before any blob (a reader of a stream then knows each image before
+        its blobs pass, and a bundle cut short still tells which images it completed). In a split
+        set, record the plan in the index of this part and every later one instead (a part alone
+        then shows where each of its blobs belongs) and keep manifests after their children. Call it before the first push; a continued export writes the plan of
+        its own run, which replaces the earlier one. Returns the number of manifests written."""
+        with self._lock, self._os_errors():
             self._check_open()
-            old = self._plan
-            self._set_plan(plan)
-            if self.split_size is None or self._room(0):
-                return
-            if self._index_reserve() - self._part.chunk_bytes + 4096 > self.split_size:
-                self._set_plan(old)
-                raise BundleError(f"{self.path}: the export plan ({len(fmt.dumps(plan.to_json()))} bytes in every "
-                                  f"part's index) does not fit in the split size {self.split_size}; use a larger split size")
-            self._set_plan(old)  # the part in progress is full for the new plan: close it as it was
-            self._finish_part(complete=False)
-            self._set_plan(plan)
-            self._start_part(self._part.number + 1)
+            if self.split_size is not None:
+                self._set_index_plan(plan)
+            if self.version < 2:  # continuing a version 1 bundle: no plan record, children first
+                return 0
+            self._write_small(fmt.PLAN, fmt.PLAN_TYPE, plan.to_json(), 0)
+            written = 0
+            if self.split_size is not None:  # a part alone must hold the manifests of the blobs it ends
+                return 0
+            for image in plan.images:
+                for desc in image.manifests:
+                    if desc.digest in image.raw and not self.stored(desc.digest):
+                        self._push_locked(image.dst_repo, desc, _bytes_opener(desc, image.raw[desc.digest]))
+                        written += 1
+            return written
+
+    def _set_index_plan(self, plan: BundlePlan) -> None:
+        old = self._plan
+        self._set_plan(plan)
+        if self._room(0):
+            return
+        if self._index_reserve() - self._part.chunk_bytes + 4096 > (self.split_size or 0):
+            self._set_plan(old)
+            raise BundleError(f"{self.path}: the export plan ({len(fmt.dumps(plan.to_json()))} bytes in every "
+                              f"part's index) does not fit in the split size {self.split_size}; use a larger split size")
+        self._set_plan(old)  # the part in progress is full for the new plan: close it as it was
+        self._finish_part(complete=False)
+        self._set_plan(plan)
+        self._start_part(self._part.number + 1)
 
     def _set_plan(self, plan: BundlePlan | None) -> None:
+        """The plan written into every index (split sets)."""
         self._plan = plan
         self._plan_bytes = 0 if plan is None else len(fmt.dumps(plan.to_json())) + 10
 
@@ -428,12 +528,35 @@ class BundleWriter:
         start = self._mark()
         try:
             with VerifyingReader(open_blob(), desc.digest, desc.size, f"{desc.digest} of {repo}") as src:
-                self._write_content(desc, src)
+                small = desc.size <= MAX_MANIFEST_SIZE
+                kept = _Kept(src) if small and (desc.is_manifest or desc.digest in self._configs) else None
+                self._write_content(desc, kept or src)
+            if kept is not None:
+                self._learn(desc, kept.data())
         except IntegrityError:  # the bytes are wrong: keep none of them, nor a prefix they continued
             self._rollback(*start)
             self._forget(desc.digest)
             raise
         self.blobs_written += 1
+
+    def _learn(self, desc: Descriptor, data: bytes | None) -> None:
+        """Keep what the catalog needs of a manifest or config just stored (a stream cannot be
+        read back): an index's platforms, an image's config digest, a config's platform."""
+        if data is None:
+            return
+        if not desc.is_manifest:
+            try:
+                self._facts[desc.digest] = [str(Platform.model_validate_json(data))]
+            except ValueError:
+                self._facts[desc.digest] = []  # an artifact's config, not an image's
+            return
+        view = parse_manifest(data, desc.media_type, desc.digest)
+        if view.is_index:
+            self._facts[desc.digest] = sorted({str(d.platform) for d in view.manifests if d.platform})
+        else:
+            self._facts[desc.digest] = view.config.digest if view.config is not None else None
+            if view.config is not None:
+                self._configs.add(view.config.digest)
 
     def _mark(self) -> tuple[int, int, int, int, int]:
         part = self._part
@@ -499,9 +622,11 @@ class BundleWriter:
         hlen = fmt.header_length(desc.digest, desc.media_type)
         self._ensure_room(hlen + min(4096, zstd_bound(desc.size - offset)))
         fh, start = self._part.fh, self._part.fh.tell()
-        fh.write(bytes(hlen))  # zeros: a record torn here has no valid header
+        held = _Held() if self._stream is not None else None
+        if held is None:
+            fh.write(bytes(hlen))  # zeros: a record torn here has no valid header
         limit = None if self.split_size is None else self.split_size - self._index_reserve() - start - hlen
-        sink = _ChunkSink(fh, codec, self._cctx, limit, self.checkpoint)
+        sink = _ChunkSink(held or fh, codec, self._cctx, limit, self.checkpoint)
         try:
             pending, done = sink.fill(pending, src)
             sink.finish()
@@ -511,9 +636,14 @@ class BundleWriter:
             desc.digest, desc.media_type, desc.size, fmt.CODEC_NAMES[codec], start, sink.stored,
             offset, sink.length, self._part.number,
         )
-        fh.seek(start)
-        fh.write(fmt.encode_record_header(entry.header(crc)))
-        fh.seek(0, os.SEEK_END)
+        if held is not None:  # a stream: the header, then the payload held back for it
+            fh.write(fmt.encode_record_header(entry.header(crc)))
+            for piece in held.pieces:
+                fh.write(piece)
+        else:
+            fh.seek(start)
+            fh.write(fmt.encode_record_header(entry.header(crc)))
+            fh.seek(0, os.SEEK_END)
         self._part.chunks.append(entry)
         self._part.chunk_bytes += len(fmt.dumps(entry.to_json())) + 1
         self.bytes_written += hlen + sink.stored
@@ -522,6 +652,10 @@ class BundleWriter:
     def _rollback(self, number: int, pos: int, count: int, chunk_bytes: int, written: int) -> None:
         """Undo a failed record (or push): drop the parts started since ``mark`` and truncate back
         to where it began."""
+        if self._stream is not None:  # what went out stays out, unlisted
+            del self._part.chunks[count:]
+            self._part.chunk_bytes = chunk_bytes
+            return
         while self._part.number > number:
             part = self._parts.pop()
             part.fh.close()
@@ -571,6 +705,14 @@ class BundleWriter:
             return reader.read_all(limit)
 
     def _platforms(self, digest: str, media_type: str) -> list[str]:
+        if digest in self._facts:
+            fact = self._facts[digest]
+            if isinstance(fact, list):
+                return fact
+            if fact is None or not self.stored(fact):
+                return []
+            if fact in self._facts:
+                return list(self._facts[fact] or [])
         view = parse_manifest(self._read_back(digest, MAX_MANIFEST_SIZE), media_type, digest)
         if view.is_index:
             return sorted({str(d.platform) for d in view.manifests if d.platform})
@@ -608,7 +750,8 @@ class BundleWriter:
         try:
             yield
         finally:
-            self._file_lock.release()
+            if self._file_lock is not None:
+                self._file_lock.release()
 
     def __enter__(self) -> "BundleWriter":
         return self

@@ -8,11 +8,14 @@ import textwrap
 from typing import Any
 
 from transfer.bundle import BundleReader
+from transfer.bundle.sequential import BundleStream, stream_input
 from transfer.bundle.verify import VerifyReport
 from transfer.cli import printable
+from transfer.reports import BundleListing
 from transfer.sizes import format_size
 
-BUNDLE_HELP = "the bundle file, a split set's name (NAME for NAME.001, NAME.002, ...) or one part NAME.00N"
+BUNDLE_HELP = ("the bundle file, a split set's name (NAME for NAME.001, NAME.002, ...) or one part NAME.00N; "
+               "'-' reads it from standard input (a file named '-' is ./-)")
 
 
 COMMANDS = {
@@ -58,29 +61,32 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
                                     help="mark the recovered bundle complete (only if you know the export had finished)")
 
 
-def _status(reader: BundleReader) -> str:
-    info = reader.info
-    if info.complete:
-        return "complete"
-    return "INCOMPLETE: " + "; ".join(info.why_incomplete)
+def _open_listing(path: str) -> BundleListing:
+    stream = stream_input(path)  # "-", a FIFO, <(...)
+    if stream is not None:
+        return BundleStream(*stream).listing()
+    with BundleReader(path, recover=True) as reader:  # a damaged index: list what the records hold
+        return reader.listing()
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    with BundleReader(args.bundle, recover=True) as reader:  # a damaged index: list what the records hold
-        info, listing = reader.info, reader.listing()
-        if args.json:
-            print(listing.to_json())
-            return 0
-        parts = f", parts {','.join(map(str, info.parts_present))} of {info.parts_expected or '?'}" if info.split else ""
-        print(printable(f"{reader.path}: {_status(reader)}"))
-        print(printable(f"created {info.created} by transfer {info.tool_version} from {info.source_registry or '(unknown)'}{parts}"))
-        table = [("REPOSITORY", "TAG", "DIGEST", "PLATFORMS", "SIZE")]
-        for e in listing.images:
-            table.append(tuple(map(printable, (e.repository, e.tag or "<none>", e.digest[:19],
-                                               ",".join(e.platforms) or "-", format_size(e.total_size)))))
-        widths = [max(len(r[i]) for r in table) for i in range(5)]
-        for r in table:
-            print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    listing = _open_listing(args.bundle)
+    if args.json:
+        print(listing.to_json())
+        return 0
+    info = listing.info
+    parts = f", parts {','.join(map(str, info['parts_present']))} of {info['parts_expected'] or '?'}" if info["split"] else ""
+    state = "complete" if listing.complete else "INCOMPLETE: " + "; ".join(info["why_incomplete"])
+    print(printable(f"{listing.bundle}: {state}"))
+    print(printable(f"created {info['created']} by transfer {info['tool_version']} from "
+                    f"{info['source_registry'] or '(unknown)'}{parts}"))
+    table = [("REPOSITORY", "TAG", "DIGEST", "PLATFORMS", "SIZE")]
+    for e in listing.images:
+        table.append(tuple(map(printable, (e.repository, e.tag or "<none>", e.digest[:19],
+                                           ",".join(e.platforms) or "-", format_size(e.total_size)))))
+    widths = [max(len(r[i]) for r in table) for i in range(5)]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return 0
 
 

@@ -61,14 +61,16 @@ def run_job(args: argparse.Namespace, title: str, resume_hint: str, job: Callabl
 
 def emit(args: argparse.Namespace, report: Any, lines: list[str]) -> None:
     """The report as JSON (--json), or its lines for people (control characters escaped: names and
-    errors may come from a registry or a bundle)."""
+    errors may come from a registry or a bundle); on standard error when the job writes its output
+    to standard output (``-o -``, ``--docker-archive -``)."""
     from transfer.cli import printable
 
+    out = sys.stderr if "-" in (vars(args).get("output"), vars(args).get("docker_archive")) else sys.stdout
     if args.json:
-        print(report.to_json())
+        print(report.to_json(), file=out)
     elif not args.quiet:
         for line in lines:
-            print(printable(line))
+            print(printable(line), file=out)
 
 
 def summary_lines(verb: str, stats: CopyCounts) -> list[str]:

@@ -54,6 +54,8 @@ examples:
   transfer export ... --split-size 4G -o site.bundle       (site.bundle.001, .002, ...)
   transfer export --from oci:./layout -o site.bundle       an OCI layout (skopeo, crane, oras)
   transfer export --from docker-archive:app.tar -o app.bundle   a 'docker save' tar
+  transfer export localhost:5000/app:1.0 -o - | ssh gate transfer import - registry.local:5000
+                                                           through a pipe: no file on either side
 
 Interrupted? Run the same command again: stored blobs are kept and not fetched again.
 """
@@ -66,7 +68,9 @@ def register(subparsers, parents) -> None:
         description="Export images from a registry into one compressed, digest-indexed bundle.",
         epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("refs", nargs="*", metavar="REF", help="image reference (tag or digest; default tag latest)")
-    p.add_argument("-o", "--output", required=True, metavar="BUNDLE", help="bundle file to write or continue")
+    p.add_argument("-o", "--output", required=True, metavar="BUNDLE",
+                   help="bundle file to write or continue; '-' writes it to standard output (a pipe: one part, "
+                   "progress and report on standard error; a file named '-' is ./-)")
     p.add_argument("-f", "--from-file", dest="ref_file", action="append", metavar="FILE",
                    help="read references from FILE (one a line, '#' comments)")
     p.add_argument("--all-tags", action="store_true", help="every tag of each named repository")

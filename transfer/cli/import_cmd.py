@@ -81,8 +81,12 @@ def register(subparsers, parents) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  transfer import site.bundle registry.local:5000\n"
                "  transfer import site.bundle registry.local:5000/mirror --map library=base\n"
-               "  transfer import site.bundle registry.local:5000 --dry-run\n")
-    p.add_argument("bundle", metavar="BUNDLE")
+               "  transfer import site.bundle registry.local:5000 --dry-run\n"
+               "  transfer export SRC:5000/app:1.0 -o - | ssh gate transfer import - registry.local:5000\n"
+               "\nFrom a stream ('-', a FIFO, <(...)) blobs are uploaded as they pass and each image is\n"
+               "finished as soon as its last blob has. A stream cut short keeps what reached the registry;\n"
+               "send it again (or import the file) and only what is missing is uploaded.\n")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle file, split set or part; '-' reads it from standard input")
     p.add_argument("target", metavar="HOST[:PORT][/PREFIX]", help="registry, optionally a prefix for every repository")
     p.add_argument("--map", action="append", metavar="FROM=TO", help="rename repository prefix FROM to TO (repeatable)")
     p.add_argument("--on-existing", choices=ON_EXISTING, default="overwrite",

@@ -1,0 +1,200 @@
+"""Bundles through pipes (issue 13): `export -o -` | `import -`, `verify -`, `ls -`, the format
+version 2 (plan and manifests before the blobs) and bundles of version 1 still read."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import transfer.bundle.writer as writer_module
+from tests.cli_helpers import ROOT, run_cli
+from transfer import api
+from transfer.bundle import BundleReader
+from transfer.bundle import format as fmt
+from transfer.bundle.stream import iter_records
+
+V1_BUNDLE = ROOT / "tests" / "data" / "bundle-v1.bundle"  # written by the version 1 writer (commit bfc3d93)
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+CLI = [sys.executable, "-m", "transfer"]
+
+
+def pipe(export_args: list[str], import_args: list[str], cut: int | None = None) -> tuple[subprocess.CompletedProcess, bytes]:
+    """``transfer EXPORT... -o - | transfer IMPORT... -`` through an OS pipe; with ``cut``, only the
+    first ``cut`` bytes of the stream reach the importer. Returns the importer's result and the
+    exporter's stderr."""
+    exp = subprocess.Popen(CLI + export_args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT)
+    if cut is None:
+        imp = subprocess.run(CLI + import_args, stdin=exp.stdout, capture_output=True, env=ENV, cwd=ROOT, timeout=300)
+    else:
+        data = exp.stdout.read(cut)
+        imp = subprocess.run(CLI + import_args, input=data, capture_output=True, env=ENV, cwd=ROOT, timeout=300)
+    exp.stdout.close()
+    err = exp.stderr.read()
+    exp.wait(timeout=60)
+    return imp, err
+
+
+def test_a_stream_is_the_same_bytes_as_the_file(sample_layout, tmp_path, monkeypatch):
+    layout, _ = sample_layout
+    monkeypatch.setattr(writer_module, "format_created", lambda created: "2026-01-02T03:04:05Z")
+    api.export([], str(tmp_path / "f.bundle"), source=f"oci:{layout.root}")
+    read_end, write_end = os.pipe()
+    got = bytearray()
+    reader = threading.Thread(target=lambda: got.extend(_drain(read_end)))
+    reader.start()
+    with open(write_end, "wb", buffering=0) as out:  # a pipe: not seekable
+        report = api.export([], out, source=f"oci:{layout.root}")
+    reader.join()
+    assert bytes(got) == (tmp_path / "f.bundle").read_bytes()
+    assert report.bytes_written > 0 and report.complete
+
+
+def _drain(fd: int) -> bytes:
+    with open(fd, "rb") as f:
+        return f.read()
+
+
+def test_version_2_writes_the_plan_and_the_manifests_before_any_blob(sample_layout, tmp_path):
+    layout, refs = sample_layout
+    api.export([], str(tmp_path / "b.bundle"), source=f"oci:{layout.root}")
+    with open(tmp_path / "b.bundle", "rb") as f:
+        assert f.read(10)[8:10] == (2).to_bytes(2, "big")
+        f.seek(0)
+        kinds = [(r.header.type, r.header.media_type) for r in iter_records(f)]
+    types = [t for t, _ in kinds]
+    assert types[:2] == [fmt.META, fmt.PLAN]
+    manifests = {m for ref in refs.values() for m in ref.manifest_digests()}
+    contents = [(t, mt) for t, mt in kinds if t == fmt.CONTENT]
+    first_blob = next(n for n, (_, mt) in enumerate(contents) if "manifest" not in mt and "index" not in mt)
+    assert first_blob == len(manifests)  # every manifest first, then the blobs
+
+
+def test_bundles_of_version_1_are_still_read(fresh_registry, skopeo, tmp_path, capsys):
+    res = run_cli(capsys, "verify", V1_BUNDLE)
+    assert res.code == 0, res.out + res.err
+    with BundleReader(V1_BUNDLE) as reader:
+        assert reader.info.version == 1 and reader.complete
+        want = {e.tag: e.digest for e in reader.entries}
+    dest = fresh_registry()
+    assert run_cli(capsys, "import", V1_BUNDLE, dest.host).code == 0
+    for tag, digest in want.items():
+        assert skopeo.digest(dest, f"old/app:{tag}") == digest
+    res = subprocess.run(CLI + ["ls", "-"], stdin=open(V1_BUNDLE, "rb"), capture_output=True, env=ENV, cwd=ROOT)
+    assert res.returncode == 0 and b"old/app     1.0" in res.stdout, res.stderr
+    res = subprocess.run(CLI + ["import", "-", dest.host], stdin=open(V1_BUNDLE, "rb"), capture_output=True, env=ENV, cwd=ROOT)
+    assert res.returncode == 1 and b"version 1" in res.stderr and b"Traceback" not in res.stderr
+
+
+def test_a_continued_version_1_bundle_stays_version_1(sample_layout, tmp_path):
+    layout, _ = sample_layout
+    old = tmp_path / "old.bundle"
+    old.write_bytes(V1_BUNDLE.read_bytes())
+    rewritten = api.verify(str(old))
+    assert rewritten.ok
+    api.export([], str(old), source=f"oci:{layout.root}")  # continues the file: more images, same format
+    with BundleReader(old) as reader:
+        assert reader.info.version == 1 and reader.complete and len(reader.entries) > 2
+    assert api.verify(str(old)).ok
+
+
+def test_export_pipe_import_every_lab_image(registry, fresh_registry, skopeo):
+    dest = fresh_registry()
+    imp, exp_err = pipe(["export", "--catalog", registry.host, "-o", "-"], ["import", "-", dest.host])
+    assert imp.returncode == 0, imp.stderr.decode() + exp_err.decode()
+    assert b"imported" in imp.stdout and b"exported" in exp_err  # the exporter's report went to stderr
+    for item in registry.seeded.values():
+        assert skopeo.digest(dest, item.image) == item.manifest.digest, item.image
+
+
+def test_verify_and_ls_read_standard_input_and_fifos(sample_layout, tmp_path):
+    layout, refs = sample_layout
+    bundle = tmp_path / "b.bundle"
+    api.export([], str(bundle), source=f"oci:{layout.root}", options=None)
+    res = subprocess.run(CLI + ["verify", "-"], stdin=open(bundle, "rb"), capture_output=True, env=ENV, cwd=ROOT)
+    assert res.returncode == 0 and b"OK" in res.stdout, res.stdout + res.stderr
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    feeder = threading.Thread(target=lambda: fifo.write_bytes(bundle.read_bytes()))
+    feeder.start()
+    res = subprocess.run(CLI + ["ls", "--json", str(fifo)], capture_output=True, env=ENV, cwd=ROOT, timeout=60)
+    feeder.join()
+    assert res.returncode == 0, res.stderr
+    with BundleReader(bundle) as reader:
+        want = json.loads(reader.listing().to_json())
+    got = json.loads(res.stdout)
+    assert (got["images"], got["complete"], got["info"]["version"]) == (want["images"], True, 2)
+    damaged = bytearray(bundle.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    res = subprocess.run(CLI + ["verify", "-"], input=bytes(damaged), capture_output=True, env=ENV, cwd=ROOT)
+    assert res.returncode == 1 and b"PROBLEM" in res.stdout and b"Traceback" not in res.stderr
+
+
+def test_a_file_named_dash_is_dot_slash_dash(sample_layout, tmp_path):
+    layout, _ = sample_layout
+    res = subprocess.run(CLI + ["export", "--from", f"oci:{layout.root}", "-o", "./-", "-q"], capture_output=True,
+                         env=ENV, cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout == b"", res.stderr
+    res = subprocess.run(CLI + ["verify", "./-"], capture_output=True, env=ENV, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def _upload_bytes(proxy) -> int:
+    return sum(proxy.stats(m, "/blobs/uploads/").request_bytes for m in ("PATCH", "PUT"))
+
+
+def test_a_cut_stream_keeps_what_was_uploaded_and_the_rerun_sends_only_the_rest(
+        registry, fresh_registry, fault_proxy, skopeo, tmp_path):
+    bundle = tmp_path / "site.bundle"
+    assert subprocess.run(CLI + ["export", "--catalog", registry.host, "-o", str(bundle), "-q"], env=ENV, cwd=ROOT).returncode == 0
+    data = bundle.read_bytes()
+    dest = fresh_registry()
+    proxy = fault_proxy(dest)
+    cut = random.Random(13).randrange(len(data) // 3, len(data) * 2 // 3)
+    args = CLI + ["import", "-", proxy.host, "--chunk-size", "64KiB"]
+    first = subprocess.run(args, input=data[:cut], capture_output=True, env=ENV, cwd=ROOT, timeout=120)
+    err = first.stderr.decode()
+    assert first.returncode == 1 and "Traceback" not in err, err
+    assert "run the same import again" in err and "broke off" in err, err
+    sent_first = _upload_bytes(proxy)
+    assert sent_first > 0
+    proxy.clear()
+    again = subprocess.run(args, input=data, capture_output=True, env=ENV, cwd=ROOT, timeout=120)
+    assert again.returncode == 0, again.stderr.decode()
+    sent_again = _upload_bytes(proxy) - sent_first
+    with BundleReader(bundle) as reader:
+        total = sum(reader.descriptor(d).size for d in reader.digests() if not reader.descriptor(d).is_manifest)
+    assert sent_again < total  # what the cut run completed is not sent again
+    assert sent_first + sent_again <= total + (64 << 10)  # at most the chunk in flight twice
+    for item in registry.seeded.values():
+        assert skopeo.digest(dest, item.image) == item.manifest.digest, item.image
+
+
+def test_recover_salvages_every_whole_image_of_a_bundle_cut_before_its_roots(
+        sample_layout, fresh_registry, skopeo, tmp_path, capsys):
+    layout, refs = sample_layout
+    bundle = tmp_path / "cut.bundle"
+    api.export([], str(bundle), source=f"oci:{layout.root}", options=None)
+    with open(bundle, "rb") as f:
+        first_root = next(r.offset for r in iter_records(f) if r.header.type == fmt.ROOT)
+    with open(bundle, "r+b") as f:
+        f.truncate(first_root + 7)  # cut inside the first ROOT record: every blob is there, no root
+    with BundleReader(bundle, recover=True) as reader:
+        assert reader.entries == []  # what a scan finds without the plan: nothing to import
+    assert run_cli(capsys, "recover", bundle).code == 0
+    with BundleReader(bundle) as reader:
+        assert not reader.complete
+        salvaged = {(e.repository, e.tag): e.digest for e in reader.entries}
+    want = {(Path(str(layout.root)).name, ref): m.digest for ref, m in refs.items()}
+    assert salvaged == want
+    dest = fresh_registry()
+    res = run_cli(capsys, "import", bundle, dest.host, "--allow-incomplete")
+    assert res.code == 0, res.err
+    for (repo, tag), digest in want.items():
+        assert skopeo.digest(dest, f"{repo}:{tag}") == digest
