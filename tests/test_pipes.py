@@ -198,3 +198,43 @@ def test_recover_salvages_every_whole_image_of_a_bundle_cut_before_its_roots(
     assert res.code == 0, res.err
     for (repo, tag), digest in want.items():
         assert skopeo.digest(dest, f"{repo}:{tag}") == digest
+
+
+MAXRSS = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+          "sys.stderr.write('MAXRSS %d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+
+
+def _big_layout(root: Path, layer: int) -> Path:
+    """An image whose one layer is ``layer`` random bytes (stored as is: a +gzip media type)."""
+    from tests.bed.images import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Blob, Layout, dump
+    lay = Layout(root)
+    digest = lay.put(os.urandom(layer))
+    config = dump({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest]}})
+    cfg = Blob(OCI_CONFIG, lay.put(config), len(config))
+    body = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": cfg.descriptor(),
+            "layers": [Blob(OCI_LAYER_GZIP, digest, layer).descriptor()]}
+    lay._manifest(body, "big", config=cfg, layers=[])
+    lay.save()
+    return root
+
+
+def _piped_peak_rss(layout: Path, host: str) -> tuple[int, int]:
+    """Peak RSS (KiB) of `export --from oci: -o -` and of `import -`, joined by an OS pipe."""
+    wrap = [sys.executable, "-c", MAXRSS]
+    exp = subprocess.Popen(wrap + CLI + ["export", "--from", f"oci:{layout}", "--repository", "big/app", "-o", "-", "-q"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT)
+    imp = subprocess.run(wrap + CLI + ["import", "-", host, "-q", "--chunk-size", "4MiB"], stdin=exp.stdout,
+                         capture_output=True, env=ENV, cwd=ROOT, timeout=600)
+    exp.stdout.close()
+    exp_err = exp.stderr.read().decode()
+    assert exp.wait(timeout=60) == 0 and imp.returncode == 0, exp_err + imp.stderr.decode()
+    peak = [int(next(l for l in err.splitlines() if l.startswith("MAXRSS")).split()[1]) for err in (exp_err, imp.stderr.decode())]
+    return peak[0], peak[1]
+
+
+def test_both_ends_of_a_pipe_stay_flat_with_a_300_mib_layer(fresh_registry, tmp_path):
+    dest = fresh_registry()
+    small = _piped_peak_rss(_big_layout(tmp_path / "small", 30 << 20), dest.host)
+    big = _piped_peak_rss(_big_layout(tmp_path / "big", 300 << 20), dest.host)
+    for end, (s, b) in zip(("export", "import"), zip(small, big)):
+        assert b < s + 32 * 1024, f"{end}: peak RSS {b} KiB with a 300 MiB layer, {s} KiB with 30 MiB"

@@ -32,7 +32,7 @@ from transfer.bundle.lock import BundleLock
 from transfer.bundle.reader import LoadedPart, find_parts, load_part
 from transfer.bundle.stream import ContentStream
 from transfer.digest import READ_SIZE, Digester, Readable, VerifyingReader, digest_bytes
-from transfer.errors import BundleError, IntegrityError, UnsupportedManifestError
+from transfer.errors import BundleError, IntegrityError, TransferError, UnsupportedManifestError
 from transfer.interrupt import check as check_stop
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor, Platform, parse_manifest
 from transfer.reference import validate_repository, validate_tag
@@ -550,7 +550,10 @@ class BundleWriter:
             except ValueError:
                 self._facts[desc.digest] = []  # an artifact's config, not an image's
             return
-        view = parse_manifest(data, desc.media_type, desc.digest)
+        try:
+            view = parse_manifest(data, desc.media_type, desc.digest)
+        except TransferError:
+            return  # stored as it is; recording it as a root says what is wrong with it
         if view.is_index:
             self._facts[desc.digest] = sorted({str(d.platform) for d in view.manifests if d.platform})
         else:
