@@ -9,8 +9,9 @@ A ``Registry`` owns a temporary directory: storage, config, log, certificates. M
   (HTTP by default, ``tls=True`` puts both on HTTPS).
 
 The config is written as JSON (YAML accepts it). It always has a fixed ``http.secret`` so
-``restart()`` keeps upload ``_state`` URLs valid, ``storage.delete.enabled: true``, and no upload
-purging. Nothing is skipped: a missing binary or a registry that does not answer raises
+``restart()`` keeps upload ``_state`` URLs valid, ``storage.delete.enabled: true`` (``delete=False``
+turns it off: every DELETE answers 405 UNSUPPORTED), and no upload purging. Nothing is skipped: a
+missing binary or a registry that does not answer raises
 ``RegistryStartError`` with the reason and the tail of the log.
 """
 
@@ -80,7 +81,7 @@ class Registry:
 
     def __init__(self, workdir: Path, mode: str = "plain", *, tls: bool | None = None,
                  users: dict[str, str] | None = None, relative_urls: bool = False,
-                 config: dict[str, Any] | None = None, start_timeout: float = 15.0,
+                 config: dict[str, Any] | None = None, start_timeout: float = 15.0, delete: bool = True,
                  **token_options: Any) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown registry mode {mode!r}; expected one of {MODES}")
@@ -90,6 +91,7 @@ class Registry:
         self.users = dict(DEFAULT_USERS if users is None else users)
         self.relative_urls = relative_urls
         self.extra_config = config or {}
+        self.delete = delete
         self.start_timeout = start_timeout
         self.token_options = token_options
         self.data_dir = self.workdir / "data"
@@ -258,7 +260,7 @@ class Registry:
             "version": "0.1",
             "log": {"level": "info", "accesslog": {"disabled": False}},
             "storage": {"filesystem": {"rootdirectory": str(self.data_dir)},
-                        "delete": {"enabled": True},
+                        "delete": {"enabled": self.delete},
                         "maintenance": {"uploadpurging": {"enabled": False}}},
             "http": http_cfg,
         }
