@@ -24,12 +24,13 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "transfer.api": ("export", "import_bundle", "import_plan", "copy", "inventory", "unpack", "verify",
-                     "recover", "list_remote", "open_bundle"),
+                     "recover", "list_remote", "open_bundle", "diff", "rm"),
     "transfer.options": ("RegistryAccess", "ExportOptions", "ImportOptions", "CopyOptions", "UnpackOptions",
                          "InventoryOptions"),
     "transfer.reports": ("ExportReport", "ImportReport", "PartImportReport", "ImportPlanReport", "CopyReport",
-                         "UnpackReport", "InventoryReport", "BundleListing", "Failure", "Waiting", "UploadReport", "RecoverReport",
-                         "RemoteListing"),
+                         "UnpackReport", "InventoryReport", "BundleListing", "Failure", "Waiting", "UploadReport",
+                         "RecoverReport", "RemoteListing", "DiffReport", "TagDiff", "PruneReport", "Deletion",
+                         "RmReport"),
     "transfer.bundle.verify": ("VerifyReport",),
     "transfer.bundle.reader": ("BundleReader",),
     "transfer.progress": ("Progress", "NullProgress"),
@@ -69,6 +70,8 @@ if TYPE_CHECKING:  # what type checkers see (each name re-exported explicitly)
     from transfer.api import open_bundle as open_bundle
     from transfer.api import recover as recover
     from transfer.api import list_remote as list_remote
+    from transfer.api import diff as diff
+    from transfer.api import rm as rm
     from transfer.options import RegistryAccess as RegistryAccess
     from transfer.options import ExportOptions as ExportOptions
     from transfer.options import ImportOptions as ImportOptions
@@ -88,6 +91,11 @@ if TYPE_CHECKING:  # what type checkers see (each name re-exported explicitly)
     from transfer.reports import UploadReport as UploadReport
     from transfer.reports import RecoverReport as RecoverReport
     from transfer.reports import RemoteListing as RemoteListing
+    from transfer.reports import DiffReport as DiffReport
+    from transfer.reports import TagDiff as TagDiff
+    from transfer.reports import PruneReport as PruneReport
+    from transfer.reports import Deletion as Deletion
+    from transfer.reports import RmReport as RmReport
     from transfer.bundle.verify import VerifyReport as VerifyReport
     from transfer.bundle.reader import BundleReader as BundleReader
     from transfer.progress import Progress as Progress

@@ -22,10 +22,10 @@ from transfer.bundle import BundleReader, BundleWriter, rewrite_index
 from transfer.bundle.format import BundlePlan
 from transfer.bundle.sequential import BundleIO, BundleStream, is_stream_path, stream_input
 from transfer.bundle.verify import VerifyReport, verify as verify_bundle, verify_stream
-from transfer.engine import Copier, CopyStats
-from transfer.errors import CorruptBundleError, IncompleteError, TransferError, UsageError
-from transfer.import_ import (RepositoryMapping, SpanningBlob, check_expected, decide_tags, plan_imports,
-                              push_spanning, recorded_plans, verify_tags)
+from transfer.engine import Copier, CopyStats, parallel_map
+from transfer.errors import CorruptBundleError, IncompleteError, NotFoundError, TransferError, UsageError
+from transfer.import_ import (RepositoryMapping, SpanningBlob, TagDecisions, check_expected, decide_tags, mount_expected,
+                              mount_homes, plan_imports, push_spanning, recorded_plans, verify_tags)
 from transfer.interop import RenamedSource, export_source
 from transfer.inventories import build_inventory, load_have, write_inventory
 from transfer.options import (CopyOptions, ExportOptions, ImportOptions, InventoryOptions, RegistryAccess,
@@ -33,11 +33,12 @@ from transfer.options import (CopyOptions, ExportOptions, ImportOptions, Invento
 from transfer.progress import NullProgress, Progress
 from transfer.reference import Reference, RegistryPath
 from transfer.registry import RegistryStore
-from transfer.reports import (CopyReport, ExportReport, ImportPlanReport, ImportReport, InventoryReport,
-                              PartImportReport, RecoverReport, RemoteListing, RemoteRepository, SpanningReport,
-                              UnpackReport, UploadReport, Waiting, counts)
-from transfer.selection import (CatalogFilter, Selection, declare_expected, parse_platforms, parse_reference_file,
-                                platform_notes, plan_exports, select_repositories)
+from transfer.reports import (CopyReport, Deletion, DiffReport, ExportReport, ImportPlanReport, ImportReport,
+                              InventoryReport, PartImportReport, PruneReport, RecoverReport, RemoteListing,
+                              RemoteRepository, RmReport, SpanningReport, UnpackReport, UploadReport, Waiting, counts)
+from transfer.restore import diff_tags, plan_prune, registry_tags, run_prune
+from transfer.selection import (CatalogFilter, Selection, declare_expected, is_referrer_tag, parse_platforms,
+                                parse_reference_file, platform_notes, plan_exports, select_repositories)
 from transfer.store import ImagePlan, Source
 
 JOURNAL_MAX_AGE = 7 * 24 * 3600  # distribution purges unfinished uploads after 168 h
@@ -194,12 +195,10 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
         if not by_parts and not reader.info.complete and not opts.allow_incomplete:
             raise TransferError(f"{bundle} is incomplete (its export did not finish); finish the "
                                 "export, or pass --allow-incomplete to import what it holds")
+        _check_prune(bundle, reader, opts, by_parts)
         plans = recorded_plans(reader, mapping) if by_parts else plan_imports(reader, reader.entries, mapping)
         with closing(upload_store(access or RegistryAccess(), path.registry, opts, os.path.abspath(bundle))) as dst:
-            check_expected(dst, plans, {d.digest for d in reader.expected})
-            decisions = decide_tags(dst, plans, opts.on_existing, opts.jobs)
-            for note in decisions.notes:
-                (progress or NullProgress()).message(note)
+            decisions, pruning = _prepare_import(dst, reader, plans, opts, progress or NullProgress())
             spanning = push_spanning(reader, dst, plans) if by_parts else []
             copier = Copier(reader, dst, progress=progress, jobs=opts.jobs, keep_going=opts.keep_going,
                             tagged=decisions.tagged)
@@ -208,10 +207,51 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
             done = [p for p in plans if p.label in set(stats.complete)]
             fields: dict[str, Any] = dict(counts(stats, time.monotonic() - started), target=str(path), upload=_upload_report(dst),
                           tag_problems=verify_tags(dst, done, opts.jobs) if final else [], notes=decisions.notes)
-    if by_parts:
-        return _part_report(bundle, target, reader, stats, spanning, fields)
-    report = ImportReport(**fields)
-    _raise_unless_done(report, stats)
+            if by_parts:
+                return _part_report(bundle, target, reader, stats, spanning, fields)
+            report = ImportReport(**fields)
+            _raise_unless_done(report, stats)
+            if pruning is not None:  # everything is pushed and checked: now delete what the bundle lacks
+                report.prune = run_prune(dst, pruning)
+    return report
+
+
+def _prepare_import(dst: RegistryStore, reader: BundleReader, plans: list[ImagePlan], opts: ImportOptions,
+                    progress: Progress) -> tuple[TagDecisions, PruneReport | None]:
+    """Everything asked and refused before the first write: blobs a delta bundle expects (then
+    cross-mounted where a repository lacks them), the deletions of --prune (and whether the
+    registry allows them), the tags already there."""
+    dst.add_homes(mount_homes(plans, reader.expected, load_have(opts.have, None) if opts.have else None))
+    mounts = check_expected(dst, plans, {d.digest for d in reader.expected})
+    pruning = _plan_prune(dst, plans, opts.jobs) if opts.prune else None
+    decisions = decide_tags(dst, plans, opts.on_existing, opts.jobs)
+    mount_expected(dst, mounts)
+    for note in decisions.notes:
+        progress.message(note)
+    return decisions, pruning
+
+
+def _check_prune(bundle: str, reader: BundleReader, opts: ImportOptions, by_parts: bool) -> None:
+    """--prune only where the bundle speaks for whole repositories (UsageError otherwise)."""
+    if not opts.prune:
+        return
+    if by_parts or not reader.info.complete:
+        raise UsageError(f"--prune needs a complete bundle: {bundle} is "
+                         + ("a split set without all its parts" if by_parts else "unfinished")
+                         + ", so it may lack images, and pruning would delete what it simply did not carry "
+                           "(import without --prune, or bring every part)")
+    if opts.on_existing == "skip":
+        raise UsageError("--prune makes the registry equal to the bundle; --on-existing skip keeps tags at other "
+                         "digests: choose one")
+
+
+def _plan_prune(dst: RegistryStore, plans: list[ImagePlan], jobs: int,
+                tag_ok: Callable[[str], bool] = lambda tag: True) -> PruneReport:
+    """Ask the registry for its tags before anything is pushed, plan the deletions, and make
+    sure (a probe) the registry allows them: a refusal comes before anything is written."""
+    report = plan_prune(dst, plans, registry_tags(dst, sorted({p.dst_repo for p in plans}), jobs), tag_ok)
+    for repo in sorted({d.repository for d in report.deletions}):
+        dst.check_delete(repo)
     return report
 
 
@@ -312,9 +352,12 @@ def import_plan(bundle: str, target: str, *, options: ImportOptions | None = Non
             raise UsageError("--dry-run needs every part of a split bundle together")
         plans = plan_imports(reader, reader.entries, mapping)
         with closing(RegistryStore((access or RegistryAccess()).client(path.registry))) as dst:
+            _check_prune(bundle, reader, opts, False)
+            dst.add_homes(mount_homes(plans, reader.expected, load_have(opts.have, None) if opts.have else None))
             check_expected(dst, plans, {d.digest for d in reader.expected})
+            pruning = _plan_prune(dst, plans, opts.jobs) if opts.prune else None
             decisions = decide_tags(dst, plans, opts.on_existing, opts.jobs)
-            return ImportPlanReport(**push_plan(dst, plans), notes=decisions.notes)
+            return ImportPlanReport(**push_plan(dst, plans), notes=decisions.notes, prune=pruning)
 
 
 # -- copy -----------------------------------------------------------------------------------------
@@ -326,6 +369,9 @@ def copy(source: str, destination: str, *, catalog: bool = False, options: CopyO
     (``HOST[/PREFIX]``). The same plans and resumable uploads as export and import."""
     opts, access, started = options or CopyOptions(), access or RegistryAccess(), time.monotonic()
     failures: list[tuple[str, str]] = []
+    if opts.prune and not catalog:
+        raise UsageError("--prune mirrors whole repositories: use it with --catalog (a copy of one image "
+                         "would delete every other tag of its repository)")
     if catalog:
         src_host, dst_path = RegistryPath.parse(source).registry, RegistryPath.parse(destination)
     else:
@@ -345,15 +391,66 @@ def copy(source: str, destination: str, *, catalog: bool = False, options: CopyO
             plan.dst_repo = mapping.target(plan.src_repo)
         if not catalog and dst_ref.tag and plans:
             plans[0].tags = [dst_ref.tag]
+        dst.add_homes(mount_homes(plans, [], load_have(opts.have, None) if opts.have else None))
+        pruning = _plan_prune(dst, plans, opts.jobs, _copy_tag_filter(opts)) if opts.prune and not failures else None
         stats = Copier(src, dst, progress=progress, jobs=opts.jobs, keep_going=opts.keep_going).execute(plans)
         problems = verify_tags(dst, plans, opts.jobs)
-        upload = _upload_report(dst)
-    stats.failures[:0] = failures
-    report = CopyReport(**counts(stats, time.monotonic() - started), upload=upload, tag_problems=problems,
-                        platform_notes=platform_notes(plans))
-    if problems or stats.failures:
-        raise IncompleteError(f"{len(stats.failures)} image(s) failed, {len(problems)} tag problem(s)", report)
+        stats.failures[:0] = failures
+        report = CopyReport(**counts(stats, time.monotonic() - started), upload=_upload_report(dst),
+                            tag_problems=problems, platform_notes=platform_notes(plans))
+        if problems or stats.failures:
+            raise IncompleteError(f"{len(stats.failures)} image(s) failed, {len(problems)} tag problem(s)"
+                                  + ("; nothing was pruned" if opts.prune else ""), report)
+        if pruning is not None:
+            report.prune = run_prune(dst, pruning)
     return report
+
+
+def _copy_tag_filter(opts: CopyOptions) -> Callable[[str], bool]:
+    """The destination tags a catalog copy speaks for: those its --tags filter takes, and
+    referrer tags only when referrers travel."""
+    filt = CatalogFilter(tag_regex=opts.tags)
+    return lambda tag: filt.tag_ok(tag) and (opts.referrers or not is_referrer_tag(tag))
+
+
+# -- diff, rm -------------------------------------------------------------------------------------
+
+def diff(bundle: str, target: str, *, options: ImportOptions | None = None,
+         access: RegistryAccess | None = None) -> DiffReport:
+    """How the repositories of ``target`` (``HOST[/PREFIX]``, with ``options.map``) that ``bundle``
+    covers differ from it, per tag: missing at the registry, extra there, or at another digest.
+    Reads only; ``report.equal`` is True when an import with ``prune`` would change nothing."""
+    opts = options or ImportOptions()
+    path = RegistryPath.parse(target)
+    mapping = RepositoryMapping.parse(path.path, opts.map)
+    with BundleReader(bundle) as reader, \
+            closing(RegistryStore((access or RegistryAccess()).client(path.registry))) as dst:
+        plans = plan_imports(reader, reader.entries, mapping)
+        tags = diff_tags(plans, registry_tags(dst, sorted({p.dst_repo for p in plans}), opts.jobs))
+        untagged = [p for p in plans if not p.tags]
+        absent = [p for p, there in zip(untagged, parallel_map(lambda p: dst.exists(p.dst_repo, p.root), untagged,
+                                                               opts.jobs)) if not there]
+    by_status = {s: sum(1 for t in tags if t.status == s) for s in ("missing", "extra", "changed", "same")}
+    return DiffReport(bundle=bundle, target=str(path), **by_status, tags=[t for t in tags if t.status != "same"],
+                      untagged_missing=[f"{p.dst_repo}@{p.root.digest}" for p in absent])
+
+
+def rm(reference: str, *, dry_run: bool = False, access: RegistryAccess | None = None) -> RmReport:
+    """Delete ``HOST/REPO:TAG`` or ``HOST/REPO@DIGEST`` from its registry: the manifest by digest,
+    which drops every tag pointing at it (the report lists them). ``dry_run``: only say what
+    would go. Refuses (before deleting) where the registry does not allow deleting."""
+    ref = Reference.parse(reference, default_tag=None)
+    if not (ref.tag or ref.digest):
+        raise UsageError(f"rm {reference}: name a tag (REPO:TAG) or a digest (REPO@DIGEST)")
+    with closing(RegistryStore((access or RegistryAccess()).client(ref.registry))) as dst:
+        digest = ref.digest or dst.client.head_manifest(ref.repository, ref.tag or "").digest
+        state = registry_tags(dst, [ref.repository])[ref.repository]
+        deletion = Deletion(repository=ref.repository, digest=digest, reason="asked",
+                            tags=sorted(t for t, d in state.items() if d == digest))
+        dst.check_delete(ref.repository)
+        if not dry_run and not dst.delete(ref.repository, digest):
+            raise NotFoundError(f"{ref.registry}/{ref.repository}@{digest}: no such manifest")
+    return RmReport(target=f"{ref.registry}/{ref.repository}", deletion=deletion, deleted=not dry_run, dry_run=dry_run)
 
 
 # -- inventory, unpack, verify, open_bundle -------------------------------------------------------

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from transfer.bundle import BundleReader
 from transfer.digest import Readable
 from transfer.engine import parallel_map
-from transfer.errors import BundleError, NotFoundError, PartOrderError, TransferError, UsageError
+from transfer.errors import (BundleError, InvalidReferenceError, NotFoundError, PartOrderError, TransferError,
+                             UsageError)
 from transfer.models import Descriptor
 from transfer.reference import validate_repository
 from transfer.registry import RegistryStore
+from transfer.selection import MOUNT_FROM
 from transfer.store import ImagePlan, Source, Target, plan_image
 
 ON_EXISTING = ("overwrite", "skip", "fail")
@@ -75,6 +77,49 @@ def recorded_plans(reader: BundleReader, mapping: RepositoryMapping) -> list[Ima
             for i in reader.plan.images]
 
 
+def mount_homes(plans: list[ImagePlan], expected: list[Descriptor],
+                have: dict[str, set[str]] | None = None) -> dict[str, list[str]]:
+    """digest -> repositories of the target that may hold the blob, to cross-mount it from: those
+    the bundle's expected entry names (``mountFrom``), an inventory's (``have``), and the
+    repositories the bundle's images came from (a target restored under another prefix)."""
+    homes: dict[str, list[str]] = {}
+
+    def add(digest: str, repos: list[str]) -> None:
+        known = homes.setdefault(digest, [])
+        known += [r for r in repos if r not in known]
+
+    for desc in expected:
+        add(desc.digest, expected_homes(desc))
+    for digest, repos in (have or {}).items():
+        add(digest, sorted(repos))
+    users: dict[str, set[str]] = {}  # the run asks these about the blob anyway (and knows the answer)
+    for plan in plans:
+        for blob in plan.blobs:
+            add(blob.digest, [plan.src_repo])
+            users.setdefault(blob.digest, set()).add(plan.dst_repo)
+    return {d: [r for r in repos if r not in users.get(d, ())] for d, repos in homes.items()}
+
+
+def expected_homes(desc: Descriptor) -> list[str]:
+    """The repositories an expected entry names (``mountFrom``; untrusted: bad names are left out)."""
+    names = (desc.model_extra or {}).get(MOUNT_FROM)
+    out = []
+    for name in names if isinstance(names, list) else []:
+        try:
+            out.append(validate_repository(name))
+        except (InvalidReferenceError, TypeError):
+            continue
+    return out
+
+
+def mount_expected(dst: RegistryStore, mounts: list[tuple[str, Descriptor, str]]) -> None:
+    """Delta: every blob the bundle left out that a repository lacks is cross-mounted there from
+    one that holds it (``mounts``, from ``check_expected``)."""
+    for repo, blob, home in mounts:
+        _mount(dst, blob, repo, home, "the bundle leaves it out (delta): make the registry honour "
+               "cross-repository mounts, or export without --have/--since")
+
+
 def missing_expected(dst: Target, plans: list[ImagePlan], expected: set[str]) -> list[tuple[str, Descriptor]]:
     """Blobs the bundle left out (delta) that the target does not have: nothing may be pushed then."""
     missing = []
@@ -85,13 +130,19 @@ def missing_expected(dst: Target, plans: list[ImagePlan], expected: set[str]) ->
     return missing
 
 
-def check_expected(dst: Target, plans: list[ImagePlan], expected: set[str]) -> None:
-    """Refuse (before anything is pushed) when the target lacks blobs a delta bundle left out."""
+def check_expected(dst: RegistryStore, plans: list[ImagePlan], expected: set[str]) -> list[tuple[str, Descriptor, str]]:
+    """Refuse (before anything is pushed) when the target lacks blobs a delta bundle left out in
+    every repository it knows of (hinted with ``dst.add_homes``); returns (repository, blob,
+    repository holding it) for each blob to cross-mount first."""
     missing = missing_expected(dst, plans, expected)
-    if missing:
-        listed = "; ".join(f"{repo}@{d.digest}" for repo, d in missing[:5])
-        raise TransferError(f"the destination lacks {len(missing)} blob(s) this delta bundle expects "
-                            f"there ({listed}{' ...' if len(missing) > 5 else ''}); nothing was pushed")
+    homes = [dst.find_home(repo, blob.digest) for repo, blob in missing]
+    lost = [(repo, blob) for (repo, blob), home in zip(missing, homes) if home is None]
+    if lost:
+        listed = "; ".join(f"{repo}@{d.digest}" for repo, d in lost[:5])
+        raise TransferError(f"the destination lacks {len(lost)} blob(s) this delta bundle expects there "
+                            f"({listed}{' ...' if len(lost) > 5 else ''}), in every repository known to hold "
+                            "them; nothing was pushed")
+    return [(repo, blob, home) for (repo, blob), home in zip(missing, homes) if home is not None]
 
 
 def current_digest(dst: Source, repo: str, tag: str) -> str | None:
@@ -227,10 +278,11 @@ def _push_range(reader: BundleReader, dst: RegistryStore, blob: Descriptor, repo
     return SpanningBlob(blob.digest, primary, blob.size, (start, end), result.held, part, result.restarted)
 
 
-def _mount(dst: RegistryStore, desc: Descriptor, repo: str, source: str) -> None:
-    """A blob completed from parts goes to further repositories by a cross-repository mount."""
+def _mount(dst: RegistryStore, desc: Descriptor, repo: str, source: str,
+           why: str = "its bytes span parts: import the parts holding it together") -> None:
+    """A blob whose bytes are not at hand (completed from parts, or left out of a delta bundle)
+    goes to further repositories by a cross-repository mount."""
     def no_bytes() -> Readable:
-        raise BundleError(f"{desc.digest}: {dst.client.host} did not mount it from {source} into "
-                          f"{repo}, and its bytes span parts: import the parts holding it together")
+        raise BundleError(f"{desc.digest}: {dst.client.host} did not mount it from {source} into {repo}, and {why}")
 
     dst.push(repo, desc, no_bytes, mount_from=source)

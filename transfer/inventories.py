@@ -1,8 +1,9 @@
 """Inventories: what a registry (or an earlier bundle) already holds, by repository, so an export
 can leave out the blobs the destination has (a delta bundle).
 
-A blob counts as present only in the repositories the inventory lists it under: a registry serves
-a blob per repository, so a blob held elsewhere at the destination would still be missing there.
+The inventory lists every repository holding each blob. A blob held in any repository counts as
+present: the bundle leaves it out and records those repositories (``mountFrom`` of its expected
+entry), and the import cross-mounts it from one of them into the repositories that lack it.
 """
 
 from __future__ import annotations

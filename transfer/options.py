@@ -97,10 +97,13 @@ class ImportOptions(UploadOptions):
     allow_incomplete: bool = False  # import what an unfinished bundle holds
     jobs: int = Field(default=DEFAULT_JOBS, ge=1)
     keep_going: bool = False
+    prune: bool = False  # then delete the tags and manifests of the covered repositories the bundle lacks
+    have: str | None = None  # an inventory of the target: repositories to cross-mount blobs from
 
 
 class CopyOptions(SelectionOptions, UploadOptions):
-    pass
+    prune: bool = False  # then delete what the source lacks in the covered repositories (catalog copies)
+    have: str | None = None  # an inventory of the destination: repositories to cross-mount blobs from
 
 
 class UnpackOptions(_Options):

@@ -69,11 +69,66 @@ class ExportReport(CopyCounts):
     platform_notes: list[str] = Field(default_factory=list)
 
 
+class Deletion(BaseModel):
+    """One manifest deleted (or to be deleted) by ``--prune`` or ``transfer rm``."""
+
+    repository: str
+    digest: str
+    tags: list[str] = Field(default_factory=list)  # the tags it drops
+    reason: str = ""  # "extra tag", "replaced under TAG", "child of DIGEST", "asked"
+    restored: bool = False  # a kept manifest: deleted to drop extra tags, then put back at once
+    restored_tags: list[str] = Field(default_factory=list)  # the kept tags put back on it
+
+
+class PruneReport(BaseModel):
+    """What ``--prune`` deleted (``dry_run``: would delete) so the covered repositories equal the
+    bundle (or the source); repositories the bundle does not cover are never touched."""
+
+    deletions: list[Deletion] = Field(default_factory=list)  # in the order they are (would be) made
+    notes: list[str] = Field(default_factory=list)  # what was kept on purpose, and why
+    dry_run: bool = False
+
+
+class TagDiff(BaseModel):
+    repository: str
+    tag: str
+    status: str  # "missing" at the registry, "extra" there, "changed" (another digest), "same"
+    bundle_digest: str | None = None
+    registry_digest: str | None = None
+
+
+class DiffReport(Report):
+    """How the registry's repositories that a bundle covers differ from it (``transfer diff``)."""
+
+    bundle: str
+    target: str
+    missing: int = 0
+    extra: int = 0
+    changed: int = 0
+    same: int = 0
+    tags: list[TagDiff] = Field(default_factory=list)  # every tag but those the same
+    untagged_missing: list[str] = Field(default_factory=list)  # "repository@digest" untagged roots absent
+
+    @property
+    def equal(self) -> bool:
+        return not (self.missing or self.extra or self.changed or self.untagged_missing)
+
+
+class RmReport(Report):
+    """What ``transfer rm`` deleted (``dry_run``: would delete)."""
+
+    target: str  # HOST/REPOSITORY
+    deletion: Deletion
+    deleted: bool  # False for a dry run
+    dry_run: bool = False
+
+
 class ImportReport(CopyCounts):
     target: str
     upload: UploadReport = Field(default_factory=UploadReport)
     tag_problems: list[str] = Field(default_factory=list)  # tags not at the bundle's digest afterwards
     notes: list[str] = Field(default_factory=list)  # tag decisions (--on-existing), lost sessions
+    prune: PruneReport | None = None  # with --prune: what was deleted
 
 
 class SpanningReport(BaseModel):
@@ -107,12 +162,14 @@ class ImportPlanReport(Report):
     tags: list[str]  # "repository:tag -> digest"
     notes: list[str] = Field(default_factory=list)
     dry_run: bool = True
+    prune: PruneReport | None = None  # with --prune: what would be deleted
 
 
 class CopyReport(CopyCounts):
     upload: UploadReport = Field(default_factory=UploadReport)
     tag_problems: list[str] = Field(default_factory=list)
     platform_notes: list[str] = Field(default_factory=list)
+    prune: PruneReport | None = None  # with --prune: what was deleted
 
 
 class UnpackReport(CopyCounts):

@@ -59,11 +59,11 @@ def select_repositories(src: Source, repositories: list[str], filt: CatalogFilte
     for repo in repositories:
         if not filt.repository_ok(repo):
             continue
-        out += [Selection(repo, t) for t in src.tags(repo) if filt.tag_ok(t) and not _is_referrer_tag(t)]
+        out += [Selection(repo, t) for t in src.tags(repo) if filt.tag_ok(t) and not is_referrer_tag(t)]
     return out
 
 
-def _is_referrer_tag(tag: str) -> bool:
+def is_referrer_tag(tag: str) -> bool:
     """Cosign-style and fallback referrer tags travel with their subject, not as images."""
     base = tag
     for suffix in COSIGN_SUFFIXES:
@@ -155,17 +155,20 @@ def parse_reference_file(path: str) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
+MOUNT_FROM = "mountFrom"  # an expected entry's repositories at the destination holding the blob
+
+
 def declare_expected(writer, plans: list[ImagePlan], have: dict[str, set[str]]) -> int:
-    """Delta: record as expected at the destination (not stored) every blob that each repository
-    using it already holds there (``have``: digest -> repositories); return how many."""
-    users: dict[str, tuple[Descriptor, set[str]]] = {}
-    for plan in plans:
-        for blob in plan.blobs:
-            users.setdefault(blob.digest, (blob, set()))[1].add(plan.dst_repo)
+    """Delta: record as expected at the destination (not stored) every blob it holds in any
+    repository (``have``: digest -> repositories), with those repositories (``mountFrom``, at most
+    8) for the import to cross-mount it from where it is needed elsewhere; return how many."""
+    blobs = {blob.digest: blob for plan in plans for blob in plan.blobs}
     count = 0
-    for digest, (blob, repos) in users.items():
-        if repos <= have.get(digest, set()) and not writer.stored(digest):
-            writer.expect(blob)
+    for digest, blob in blobs.items():
+        if have.get(digest) and not writer.stored(digest):
+            writer.expect(Descriptor.model_validate(
+                dict(blob.model_dump(mode="json", by_alias=True, exclude_none=True),
+                     **{MOUNT_FROM: sorted(have[digest])[:8]})))
             count += 1
     return count
 

@@ -31,6 +31,7 @@ COMMAND_MODULES = {
     "transfer.cli.import_cmd": ("import",),
     "transfer.cli.copy_cmd": ("copy",),
     "transfer.cli.interop": ("unpack",),
+    "transfer.cli.restore_cmd": ("diff", "rm"),
 }
 
 EPILOG = """\
@@ -40,6 +41,8 @@ examples:
   transfer verify app.bundle                               check every byte
   transfer import app.bundle registry.local:5000           bundle -> registry (resumable)
   transfer ls-remote localhost:5000                        repositories and tags of a registry
+  transfer diff app.bundle registry.local:5000             how the registry differs from the bundle
+  transfer import app.bundle registry.local:5000 --prune   restore: make it equal to the bundle
 
 Run 'transfer COMMAND --help' for the options of one command.
 """

@@ -8,6 +8,7 @@ import sys
 from transfer.cli.common import (access, add_transfer_options, add_upload_options, emit, options, run_job,
                                  summary_lines, upload_lines, upload_options)
 from transfer.cli.remote import registry_options
+from transfer.cli.restore_cmd import prune_lines
 from transfer.errors import PartOrderError, TransferError
 from transfer.options import ImportOptions
 from transfer.reports import ImportPlanReport, ImportReport, PartImportReport
@@ -20,7 +21,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     import transfer.api
 
     opts = options(ImportOptions, **upload_options(args), map=args.map or [], on_existing=args.on_existing,
-                   allow_incomplete=args.allow_incomplete, jobs=args.jobs, keep_going=args.keep_going)
+                   allow_incomplete=args.allow_incomplete, jobs=args.jobs, keep_going=args.keep_going,
+                   prune=args.prune, have=args.have)
     creds = access(args)
     if args.dry_run:
         plan = transfer.api.import_plan(args.bundle, args.target, options=opts, access=creds)
@@ -44,7 +46,7 @@ def _import_lines(report: ImportReport) -> list[str]:
     lines = summary_lines("imported", report) + upload_lines(report)
     if isinstance(report, PartImportReport):
         return lines + _part_lines(report)
-    return lines + report.tag_problems  # the notes were shown as they were decided
+    return lines + report.tag_problems + prune_lines(report.prune)  # the notes were shown as they were decided
 
 
 def _part_lines(report: PartImportReport) -> list[str]:
@@ -69,7 +71,8 @@ def _part_lines(report: PartImportReport) -> list[str]:
 
 def _plan_lines(plan: ImportPlanReport) -> list[str]:
     return [f"would push {plan.blobs_to_push} blob(s) ({format_size(plan.bytes_to_push)}); "
-            f"{plan.blobs_present} already present", *[f"would tag {t}" for t in plan.tags]]
+            f"{plan.blobs_present} already present", *[f"would tag {t}" for t in plan.tags],
+            *prune_lines(plan.prune)]
 
 
 def register(subparsers, parents) -> None:
@@ -83,6 +86,7 @@ def register(subparsers, parents) -> None:
                "  transfer import site.bundle registry.local:5000/mirror --map library=base\n"
                "  transfer import site.bundle registry.local:5000 --dry-run\n"
                "  transfer export SRC:5000/app:1.0 -o - | ssh gate transfer import - registry.local:5000\n"
+               "  transfer import backup.bundle registry.local:5000 --prune --dry-run   restore: what goes\n"
                "\nFrom a stream ('-', a FIFO, <(...)) blobs are uploaded as they pass and each image is\n"
                "finished as soon as its last blob has. A stream cut short keeps what reached the registry;\n"
                "send it again (or import the file) and only what is missing is uploaded.\n")
@@ -93,6 +97,13 @@ def register(subparsers, parents) -> None:
                    help="a tag that already points elsewhere: overwrite (default, and say so), skip, or fail")
     p.add_argument("--dry-run", action="store_true", help="print what would be pushed and tagged; write nothing")
     p.add_argument("--allow-incomplete", action="store_true", help="import what an unfinished bundle holds")
+    p.add_argument("--prune", action="store_true",
+                   help="restore: then delete the tags and manifests of the repositories the bundle covers that "
+                   "it does not hold, so they equal the bundle (other repositories are never touched; a "
+                   "registry without delete is refused before anything is written; see `transfer diff`)")
+    p.add_argument("--have", metavar="INVENTORY",
+                   help="an inventory of the target (transfer inventory): blobs it holds anywhere are "
+                   "cross-mounted from there instead of uploaded")
     add_upload_options(p)
     add_transfer_options(p)
     p.set_defaults(func=cmd_import)

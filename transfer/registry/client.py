@@ -308,6 +308,15 @@ class RegistryClient:
         digester.update(data)
         return response.headers.get("Docker-Content-Digest") or digester.digest()
 
+    def delete_manifest(self, repo: str, ref: str) -> None:
+        """DELETE a manifest by digest (which drops every tag pointing at it), or a tag where
+        the registry allows that (OCI 1.1; distribution 2.8 answers 400). Raises RegistryError:
+        NotFoundError when absent, status 405 / code UNSUPPORTED where deleting is disabled."""
+        validate_repository(repo)
+        validate_tag_or_digest(ref)
+        self.request("DELETE", f"/v2/{repo}/manifests/{ref}", scopes=(repository_scope(repo, "pull", "delete"),),
+                     idempotent=False).close()
+
     # -- blobs ----------------------------------------------------------------------------------
 
     def blob_size(self, repo: str, digest: str) -> int | None:

@@ -1,6 +1,8 @@
 """``RegistryStore``: one registry as a transfer.store Source, Target and Catalog.
 
-Blob pushes go HEAD (skip if present) -> best-effort cross-repository mount -> upload. The upload
+Blob pushes go HEAD (skip if present) -> best-effort cross-repository mount -> upload. The mount
+comes from a repository this run saw holding the blob, else from a hinted one (``add_homes``: the
+bundle's sibling repositories, an inventory of the registry) that a HEAD finds holding it. The upload
 itself is delegated to a ``BlobUploader``: ``MonolithicUploader`` (POST + one streamed PUT, the
 default) or ``ChunkedUploader`` (upload.py: chunked and resumable, what the commands use).
 """
@@ -10,17 +12,20 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
-from typing import ClassVar, Protocol
+from typing import ClassVar, Iterable, Mapping, Protocol
 
 from transfer.digest import VerifyingReader
 from transfer.models import MANIFEST_TYPES, MAX_MANIFEST_SIZE, SCHEMA1_TYPES, Descriptor
-from transfer.errors import NotFoundError, UnsupportedManifestError, UploadError
+from transfer.errors import NotFoundError, RegistryError, TransferError, UnsupportedManifestError, UploadError
 from transfer.registry.client import RegistryClient, UploadStatus
 from transfer.registry.cursor import OpenAt
 from transfer.registry.upload import OpenSession, RangeUpload
 from transfer.store import BlobOpener, Traits
 
 MANIFEST_CACHE = 64  # recently pushed manifests kept for tag() (each at most MAX_MANIFEST_SIZE)
+MOUNT_PROBES = 4  # hinted repositories asked (HEAD) for a blob before uploading it
+# a digest no registry holds: deleting it answers 404 where deletes are allowed, 405 where not
+PROBE_DIGEST = "sha256:" + "0" * 64
 
 
 class BlobUploader(Protocol):
@@ -76,6 +81,7 @@ class RegistryStore:
         self.uploader = uploader or MonolithicUploader()
         self._manifests: OrderedDict[str, bytes] = OrderedDict()
         self._homes: dict[str, str] = {}  # blob digest -> a repository here known to hold it
+        self._hints: dict[str, list[str]] = {}  # blob digest -> repositories that may hold it
         self._lock = threading.Lock()
         self.mounted = 0  # blobs cross-mounted instead of uploaded
         self._absent: set[tuple[str, str]] = set()  # (repo, digest) exists() just found missing
@@ -154,7 +160,7 @@ class RegistryStore:
             return
         if not self._asked_absent(repo, desc.digest) and self._blob_present(repo, desc.digest):
             return
-        source = mount_from or self._homes.get(desc.digest)
+        source = mount_from or self._homes.get(desc.digest) or self.find_home(repo, desc.digest)
 
         def open_session() -> UploadStatus:
             session = self.client.start_upload(repo, mount=desc.digest, from_repo=source)
@@ -165,6 +171,58 @@ class RegistryStore:
 
         self.uploader.upload(self.client, repo, desc, open_blob, open_session, may_stall=may_stall)
         self._homes.setdefault(desc.digest, repo)
+
+    def add_homes(self, homes: Mapping[str, Iterable[str]]) -> None:
+        """Hints: repositories of this registry that may hold each blob (digest -> names); a push
+        asks them (HEAD) before uploading, and mounts from the first that holds it."""
+        with self._lock:
+            for digest, repos in homes.items():
+                known = self._hints.setdefault(digest, [])
+                known += [r for r in repos if r not in known]
+
+    def find_home(self, repo: str, digest: str) -> str | None:
+        """A repository other than ``repo`` known (this run) or hinted and found (HEAD) to hold
+        ``digest``, None if none is."""
+        with self._lock:
+            known = self._homes.get(digest)
+        if known and known != repo:
+            return known
+        with self._lock:
+            candidates = [r for r in self._hints.get(digest, []) if r != repo][:MOUNT_PROBES]
+        for candidate in candidates:
+            try:
+                if self.client.blob_size(candidate, digest) is not None:
+                    return candidate
+            except RegistryError:  # not readable there (auth, a bad name): try the next one
+                continue
+        return None
+
+    # Deletes (prune, rm)
+    def check_delete(self, repo: str) -> None:
+        """Raise TransferError, before anything is deleted, where the registry does not allow
+        deleting manifests in ``repo`` (405 / UNSUPPORTED, or no permission)."""
+        try:
+            self.client.delete_manifest(repo, PROBE_DIGEST)
+        except NotFoundError:
+            return  # deletes are allowed; the probe digest just is not there
+        except RegistryError as exc:
+            if exc.status == 405 or "UNSUPPORTED" in exc.codes:
+                raise TransferError(f"{self.client.host}/{repo}: the registry does not allow deleting manifests "
+                                    "(405 UNSUPPORTED; distribution needs storage.delete.enabled: true); "
+                                    "nothing was deleted") from None
+            raise TransferError(f"{self.client.host}/{repo}: deleting is refused ({exc}); nothing was deleted") from None
+        raise TransferError(f"{self.client.host}/{repo}: the registry accepted deleting a manifest that cannot exist "
+                            f"({PROBE_DIGEST}); refusing to delete anything there")
+
+    def delete(self, repo: str, digest: str) -> bool:
+        """DELETE the manifest ``digest`` (and so every tag pointing at it); False if absent."""
+        try:
+            self.client.delete_manifest(repo, digest)
+        except NotFoundError:
+            return False
+        with self._lock:
+            self._manifests.pop(digest, None)
+        return True
 
     def push_range(self, repo: str, desc: Descriptor, open_at: OpenAt, start: int, end: int) -> RangeUpload:
         """Push the bytes ``[start, end)`` of a blob whose other bytes are not at hand (a blob
