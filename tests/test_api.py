@@ -54,6 +54,8 @@ def test_the_examples_of_docs_api_run_against_real_registries(two_registries, sk
     assert re.search(r"^(\d+) of \1 bytes$", printed, re.M), "the progress callback saw every byte"
     assert "not exported: " in printed and "1 exported, failed: ['team/gone:1.0']" in printed
     assert "username='ci'" in printed and "secret" not in printed
+    assert "differs: [('mirror/teams/blue/app', 'stray', 'extra')]" in printed
+    assert "would delete: [('mirror/teams/blue/app', ['stray'])]" in printed and "removed sha256:" in printed
     for ref, manifest in images.items():
         assert skopeo.digest(dst, f"mirror/teams/blue/{ref.removeprefix('team/')}") == manifest.digest
     assert skopeo.digest(dst, "copies/app:1.0") == images["team/app:1.0"].digest
