@@ -21,7 +21,7 @@ from typing import Callable
 
 from transfer.engine import parallel_map
 from transfer.errors import NotFoundError, RegistryError, TransferError
-from transfer.models import MAX_MANIFEST_SIZE, parse_manifest
+from transfer.models import MAX_MANIFEST_SIZE, ManifestView, parse_manifest
 from transfer.registry import RegistryStore
 from transfer.reports import Deletion, PruneReport, TagDiff
 from transfer.store import ImagePlan
@@ -164,7 +164,7 @@ def _children(dst: RegistryStore, repo: str, digest: str, depth: int = 0) -> lis
     return out
 
 
-def _view(dst: RegistryStore, repo: str, digest: str):  # type: ignore[no-untyped-def]
+def _view(dst: RegistryStore, repo: str, digest: str) -> ManifestView | None:
     try:
         m = dst.client.get_manifest(repo, digest)
         return parse_manifest(m.data, m.media_type, f"{dst.client.host}/{repo}@{digest}")
