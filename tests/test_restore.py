@@ -49,6 +49,7 @@ def drifted(fresh_registry, skopeo, sample_layout, **opts):
     skopeo.seed(b, layout, refs["multi"], "sample/small", "old")  # extra, not in A's sample/small
     skopeo.seed(b, layout, refs["multi"], "sample/multi", "multi")
     skopeo.seed(b, layout, refs["multi"], "sample/multi", "alias")  # extra tag on a kept manifest
+    skopeo.seed(b, layout, refs["multi"].children[0], "sample/multi", "amd")  # ... on a kept index's child
     skopeo.seed(b, layout, refs["small"], "untouched/repo", "keep")
     return b
 
@@ -67,7 +68,7 @@ def test_restore_with_prune_makes_covered_repositories_equal(registry, archive, 
     _, refs = sample_layout
     b = drifted(fresh_registry, skopeo, sample_layout)
     before = run_cli(capsys, "diff", archive, b.host, "--json").json()
-    assert before["extra"] == 2 and before["changed"] == 1 and before["missing"] > 0
+    assert before["extra"] == 3 and before["changed"] == 1 and before["missing"] > 0
     assert {(t["repository"], t["tag"], t["status"]) for t in before["tags"]} >= {
         ("sample/app", "app", "changed"), ("sample/small", "old", "extra"), ("sample/multi", "alias", "extra")}
 
@@ -84,6 +85,9 @@ def test_restore_with_prune_makes_covered_repositories_equal(registry, archive, 
     assert not manifest_there(b, "sample/app", refs["docker"].digest)
     assert not manifest_there(b, "sample/small", amd)
     assert manifest_there(b, "sample/multi", amd)  # a child of a kept index stays
+    kept = {(d["digest"], tuple(d["tags"])) for d in prune["deletions"] if d["restored"]}
+    assert kept == {(refs["multi"].digest, ("alias",)), (amd, ("amd",))}
+    skopeo.copy_from_registry(b, "sample/multi:multi", b.workdir / "pulled", "multi")  # whole again
     assert run_cli(capsys, "diff", archive, b.host, "--exit-code").code == 0
     # Again: nothing to push, nothing to delete.
     again = run_cli(capsys, "import", archive, b.host, "--prune", "--json").json()
