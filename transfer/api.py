@@ -466,10 +466,12 @@ def inventory(location: str, output: str, *, options: InventoryOptions | None = 
     return InventoryReport(output=output, repositories=len(data["repositories"]), blobs=len(data["blobs"]))
 
 
-def unpack(bundle: str, *, oci: str | None = None, docker_archive: str | None = None, images: Sequence[str] = (),
-           options: UnpackOptions | None = None, progress: Progress | None = None) -> UnpackReport:
+def unpack(bundle: str, *, oci: str | None = None, docker_archive: str | BinaryIO | None = None,
+           images: Sequence[str] = (), options: UnpackOptions | None = None,
+           progress: Progress | None = None) -> UnpackReport:
     """Write images of ``bundle`` (default all; ``images`` as ``transfer ls`` names them) as an OCI
-    image layout directory (``oci=``) or a ``docker load`` tar (``docker_archive=``)."""
+    image layout directory (``oci=``) or a ``docker load`` tar (``docker_archive=``: a path, or a
+    binary stream written front to back, e.g. ``sys.stdout.buffer`` piped into ``docker load``)."""
     from transfer import interop
     from transfer.docker_archive import DockerArchiveWriter
     from transfer.layout import OciLayout
@@ -477,7 +479,7 @@ def unpack(bundle: str, *, oci: str | None = None, docker_archive: str | None = 
     opts, started = options or UnpackOptions(), time.monotonic()
     if (oci is None) == (docker_archive is None):
         raise UsageError("unpack writes one thing: give oci=DIR or docker_archive=FILE")
-    out = oci or docker_archive or ""
+    out = oci or (docker_archive if isinstance(docker_archive, str) else str(getattr(docker_archive, "name", "-")))
     with BundleReader(bundle) as reader:
         if not reader.info.complete and not opts.allow_incomplete:
             raise TransferError(f"{bundle} is incomplete (its export did not finish); finish the export, "
@@ -493,7 +495,7 @@ def unpack(bundle: str, *, oci: str | None = None, docker_archive: str | None = 
             with OciLayout(oci, create=True) as layout:  # index.json written in batches
                 stats = Copier(reader, layout, progress=progress).execute(plans)
         else:
-            with DockerArchiveWriter(out) as writer:
+            with DockerArchiveWriter(docker_archive or out) as writer:
                 stats = Copier(reader, writer, progress=progress).execute(plans)
     names = interop.layout_names(out) if oci else [f"{p.dst_repo}:{t}" for p in plans for t in p.tags]
     return UnpackReport(**counts(stats, time.monotonic() - started), output=out,

@@ -315,7 +315,7 @@ class _TarWriter:
         self._f = fileobj
 
     def add(self, name: str, size: int, stream: Any) -> None:
-        start = self._f.tell()
+        start = self._f.tell() if self._f.seekable() else None
         info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode = size, 0, 0o644
         try:
@@ -330,13 +330,35 @@ class _TarWriter:
                 raise LayoutError(f"{name}: {written} bytes, expected {size}")
             self._f.write(b"\0" * (-size % tarfile.BLOCKSIZE))
         except BaseException:
-            self._f.seek(start)
-            self._f.truncate()
+            if start is not None:  # a stream (docker load reading a pipe) cannot take it back
+                self._f.seek(start)
+                self._f.truncate()
             raise
 
     def finish(self) -> None:
         self._f.write(b"\0" * (2 * tarfile.BLOCKSIZE))
         self._f.write(b"\0" * (-self._f.tell() % tarfile.RECORDSIZE))
+
+
+class _Counted:
+    """A write-only stream (standard output) that knows how much was written: tell() for the tar."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw, self._written = raw, 0
+
+    def write(self, data: bytes) -> int:
+        self._raw.write(data)
+        self._written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        self._raw.flush()
 
 
 class _TarContent:
@@ -469,11 +491,16 @@ class DockerArchiveWriter:
 
     traits: ClassVar[Traits] = Traits(blobs_per_repository=False)  # one copy serves every repository; one push at a time
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(check_output_file(path, "docker archive"))
-        self.what = f"docker archive {self.path}"
-        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial")
-        self._file = os.fdopen(fd, "w+b")
+    def __init__(self, path: str | os.PathLike[str] | BinaryIO) -> None:
+        if isinstance(path, (str, os.PathLike)):
+            self.path: Path | None = Path(check_output_file(path, "docker archive"))
+            self.what = f"docker archive {self.path}"
+            fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial")
+            self._file: Any = os.fdopen(fd, "w+b")
+        else:  # a stream (| docker load): written front to back; a failure leaves it cut short
+            self.path, self._tmp = None, ""
+            self.what = f"docker archive to {getattr(path, 'name', 'a stream')}"
+            self._file = _Counted(path)
         self._tar = _TarWriter(self._file)
         self._blobs: set[str] = set()
         self._small: dict[str, bytes] = {}  # manifests and configs, digest -> bytes
@@ -544,15 +571,20 @@ class DockerArchiveWriter:
                 self._tar.add(name, len(data), io.BytesIO(data))
             self._tar.finish()
             self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            os.replace(self._tmp, self.path)
+            if self.path is not None:
+                os.fsync(self._file.fileno())
+                self._file.close()
+                os.replace(self._tmp, self.path)
             self._done = True
         finally:
             self.abort()
 
     def abort(self) -> None:
-        """Forget everything written (removes the temporary file); the target path is untouched."""
+        """Forget everything written (removes the temporary file); the target path is untouched.
+        (A stream keeps what it was sent: its reader sees an archive cut short.)"""
+        if self.path is None:
+            self._done = True
+            return
         self._file.close()
         if not self._done:
             self._done = True

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
+import tempfile
 import platform as host_platform
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from transfer.bundle import BundleReader
 from transfer.bundle.format import CatalogEntry
@@ -26,7 +29,8 @@ from transfer.layout import REF_NAME, UNNAMED, OciLayout, canonical_repository
 from transfer.models import (DOCKER_LAYER_GZIP, MAX_MANIFEST_SIZE, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD,
                              Descriptor, ManifestView, Platform, parse_manifest)
 from transfer.reference import TAG_RE, Reference, validate_repository
-from transfer.selection import CatalogFilter, Selection, platform_notes, plan_exports, select_repositories
+from transfer.selection import (CatalogFilter, Selection, is_referrer_tag, platform_notes, plan_exports,
+                                select_repositories)
 from transfer.store import ImagePlan, Traits, plan_image, read_manifest
 
 LAYER_TYPES = frozenset({OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, DOCKER_LAYER_GZIP,
@@ -46,8 +50,8 @@ class RenamedSource:
 
     traits: ClassVar[Traits] = Traits()
 
-    def __init__(self, inner: OciLayout | DockerArchive, names: dict[str, str]) -> None:
-        self.inner, self.names = inner, names
+    def __init__(self, inner: OciLayout | DockerArchive, names: dict[str, str], spool: Any = None) -> None:
+        self.inner, self.names, self._spool = inner, names, spool  # spool: a tar read from stdin
 
     def _inner(self, repo: str) -> str:
         if repo not in self.names:
@@ -67,7 +71,8 @@ class RenamedSource:
         return self.inner.fetch(self.names.get(repo, UNNAMED), desc)
 
     def close(self) -> None:
-        pass
+        if self._spool is not None:
+            self._spool.close()  # a temporary file: removed on close
 
 
 def parse_from(text: str) -> tuple[str, str, str | None]:
@@ -117,10 +122,11 @@ def _unnamed_repository(repository: str | None, path: str) -> str:
 def export_source(source: str, repository: str | None, filt: CatalogFilter) -> tuple[RenamedSource, list[Selection], str]:
     """For ``export --from``: the source store, what to take from it, and the bundle's source name."""
     kind, path, ref = parse_from(source)
-    inner = OciLayout(path) if kind == "oci" else DockerArchive(path)
+    spool = _spool_stdin() if (kind, path) == ("docker-archive", "-") else None
+    inner = OciLayout(path) if kind == "oci" else DockerArchive(spool.name if spool else path)
     needs_name = UNNAMED in inner.repositories() or (not ref and inner.untagged())
     unnamed_as = _unnamed_repository(repository, path) if needs_name or repository else None
-    src = RenamedSource(inner, bundle_names(inner, unnamed_as, f"{kind}:{path}"))
+    src = RenamedSource(inner, bundle_names(inner, unnamed_as, f"{kind}:{path}"), spool)
     outer = {v: k for k, v in src.names.items()}
     if ref:
         selections = [_select_one(inner, kind, ref, outer)]
@@ -128,6 +134,20 @@ def export_source(source: str, repository: str | None, filt: CatalogFilter) -> t
         selections = select_repositories(src, src.repositories(), filt)
         selections += [Selection(unnamed_as, d.digest) for d in inner.untagged()]
     return src, selections, f"{kind}:{path}"
+
+
+def _spool_stdin() -> Any:
+    """``docker save IMG | transfer export --from docker-archive:-``: a tar names its images in
+    manifest.json, which ``docker save`` writes last, so standard input is copied to a temporary
+    file (in $TMPDIR, removed afterwards) before anything is read from it."""
+    spool = tempfile.NamedTemporaryFile(prefix="transfer-stdin-", suffix=".tar")
+    try:
+        shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+        spool.flush()
+    except BaseException:
+        spool.close()
+        raise
+    return spool
 
 
 def _select_one(inner: OciLayout | DockerArchive, kind: str, ref: str, outer: dict[str, str]) -> Selection:
@@ -202,6 +222,10 @@ def docker_plans(reader: BundleReader, entries: list[CatalogEntry], wanted: Plat
         label = f"{e.repository}:{e.tag}" if e.tag else f"{e.repository}@{e.digest}"
         if not e.tag:
             notes.append(f"{label}: skipped: untagged, and docker load names images by repo:tag")
+            continue
+        if is_referrer_tag(e.tag):
+            notes.append(f"{label}: skipped: a signature, attestation or other referrer (they travel with "
+                         "their image in a bundle or an OCI layout, not in a docker archive)")
             continue
         root = reader.resolve(e.repository, e.tag)
         view = parse_manifest(read_manifest(reader, e.repository, root, MAX_MANIFEST_SIZE), root.media_type, label)

@@ -54,6 +54,7 @@ examples:
   transfer export ... --split-size 4G -o site.bundle       (site.bundle.001, .002, ...)
   transfer export --from oci:./layout -o site.bundle       an OCI layout (skopeo, crane, oras)
   transfer export --from docker-archive:app.tar -o app.bundle   a 'docker save' tar
+  docker save app:1.0 | transfer export --from docker-archive:- -o app.bundle
   transfer export localhost:5000/app:1.0 -o - | ssh gate transfer import - registry.local:5000
                                                            through a pipe: no file on either side
 
@@ -100,7 +101,9 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("from another tool's files")
     g.add_argument("--from", dest="source", metavar="oci:DIR[:REF] | docker-archive:FILE[:REF]",
                    help="pack an OCI image layout (skopeo/crane/oras/docker) or a 'docker save' tar instead "
-                   "of a registry: every image, or the one REF names (a layout's ref.name, an archive's repo:tag)")
+                   "of a registry: every image, or the one REF names (a layout's ref.name, an archive's repo:tag); "
+                   "docker-archive:- reads the tar from standard input (copied to a temporary file first: "
+                   "docker save writes the list of its images last)")
     g.add_argument("--repository", metavar="NAME",
                    help="with --from: the bundle repository for images named by a tag only (as skopeo, "
                    "crane and oras write them); default: the directory's or file's name")

@@ -4,6 +4,7 @@ load`` tar (transfer.api.unpack; the naming rules are in transfer.interop)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from transfer.cli.common import options, run_job, summary_lines
@@ -17,10 +18,12 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     opts = options(UnpackOptions, platforms=args.platform or [], prefix=args.prefix,
                    allow_incomplete=args.allow_incomplete)
     hint = (f"run the same command again to continue {args.oci}" if args.oci
+            else "run the same command again" if args.docker_archive == "-"
             else f"nothing was left at {args.docker_archive}; run the same command again")
 
     def job(progress):  # type: ignore[no-untyped-def]
-        return transfer.api.unpack(args.bundle, oci=args.oci, docker_archive=args.docker_archive, images=args.refs,
+        archive = sys.stdout.buffer if args.docker_archive == "-" else args.docker_archive
+        return transfer.api.unpack(args.bundle, oci=args.oci, docker_archive=archive, images=args.refs,
                                    options=opts, progress=progress)
 
     return run_job(args, "unpack", hint, job, _unpack_lines)
@@ -60,6 +63,7 @@ examples:
   transfer unpack site.bundle --docker-archive app.tar sample/app:1.0 --platform linux/arm64
   docker load -i app.tar
   transfer unpack site.bundle --docker-archive all.tar --prefix registry.local:5000
+  transfer unpack site.bundle --docker-archive - | docker load
 
 A layout holds everything (indexes, signatures, artifacts) byte for byte. A docker archive holds
 container images only: one platform of a multi-platform image (default this machine's), without
@@ -79,7 +83,8 @@ def register(subparsers, parents) -> None:
                    help="images as 'transfer ls' lists them: REPOSITORY:TAG or REPOSITORY@DIGEST (default: all)")
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("--oci", metavar="DIR", help="write (or add to) an OCI image layout directory")
-    out.add_argument("--docker-archive", metavar="FILE", help="write a tar for 'docker load'")
+    out.add_argument("--docker-archive", metavar="FILE",
+                     help="write a tar for 'docker load'; '-' writes it to standard output (| docker load)")
     p.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT]",
                    help="the platform of multi-platform images (docker archive: one; default this machine's; "
                    "OCI layout: keep only these, default all)")
