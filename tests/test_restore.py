@@ -228,3 +228,19 @@ def test_no_op_import_sends_no_put(archive, fresh_registry, fault_proxy, capsys)
     assert res.code == 0, res.err
     assert proxy.stats("PUT").requests == proxy.stats("PATCH").requests == 0
     assert proxy.stats("POST").requests == 0 and proxy.stats("DELETE").requests == 0
+
+
+def test_copy_prune_leaves_alone_what_tags_outside_the_selection_point_at(fresh_registry, skopeo, sample_layout,
+                                                                          capsys):
+    """`copy --catalog --prune --tags RE` prunes only selected tags: a manifest an unselected tag
+    points at stays, even when a selected tag moves away from it."""
+    layout, refs = sample_layout
+    a, b = fresh_registry(), fresh_registry()
+    skopeo.seed(a, layout, refs["app"], "r", "latest")
+    skopeo.seed(b, layout, refs["small"], "r", "latest")  # latest moves from small to app
+    skopeo.seed(b, layout, refs["small"], "r", "1.0")  # not selected: must survive
+    skopeo.seed(b, layout, refs["docker"], "r", "old")  # selected by neither: must survive
+    res = run_cli(capsys, "copy", "--catalog", a.host, b.host, "--prune", "--tags", "latest", "--json")
+    assert res.code == 0, res.err
+    assert skopeo.list_tags(b, "r") == ["1.0", "latest", "old"]
+    assert skopeo.digest(b, "r:1.0") == refs["small"].digest and skopeo.digest(b, "r:latest") == refs["app"].digest

@@ -115,6 +115,10 @@ def plan_prune(dst: RegistryStore, plans: list[ImagePlan], state: TagState,
 def _plan_repo(dst: RegistryStore, rp: _RepoPrune, have: dict[str, str], roots: dict[str, ImagePlan],
                tag_ok: Callable[[str], bool]) -> None:
     want = rp.want
+    # Tags outside the selection (copy --tags) are not the run's to delete: what they point at stays.
+    for digest in {d for t, d in have.items() if t not in want and not tag_ok(t)}:
+        rp.keep.add(digest)
+        rp.keep.update(_children(dst, rp.repo, digest))
     candidates: dict[str, str] = {}  # digest -> why
     for tag, digest in sorted(have.items()):
         if tag not in want and tag_ok(tag):
@@ -129,15 +133,17 @@ def _plan_repo(dst: RegistryStore, rp: _RepoPrune, have: dict[str, str], roots: 
             candidates.setdefault(digest, f"replaced under {tag}")
     for digest, why in candidates.items():
         if digest in rp.keep:
-            _untag(rp, digest, want)
+            _untag(rp, digest, want, tag_ok)
         else:
             _delete(dst, rp, digest, why)
 
 
-def _untag(rp: _RepoPrune, digest: str, want: dict[str, str]) -> None:
-    """An extra tag on a manifest that is kept: delete it, put it back with the kept tags."""
-    dropped = [t for t in rp.tags_at.get(digest, []) if t not in want]
-    restore = sorted(t for t, d in want.items() if d == digest)
+def _untag(rp: _RepoPrune, digest: str, want: dict[str, str], tag_ok: Callable[[str], bool]) -> None:
+    """An extra tag on a manifest that is kept: delete it, put it back with the kept tags (those
+    the bundle wants, and those outside the selection)."""
+    tags = rp.tags_at.get(digest, [])
+    dropped = [t for t in tags if t not in want and tag_ok(t)]
+    restore = sorted({t for t, d in want.items() if d == digest} | {t for t in tags if t not in want and not tag_ok(t)})
     if dropped:
         rp.deletions.append(Deletion(repository=rp.repo, digest=digest, tags=sorted(dropped), reason="extra tag",
                                      restored_tags=restore, restored=True))
