@@ -238,3 +238,17 @@ def test_both_ends_of_a_pipe_stay_flat_with_a_300_mib_layer(fresh_registry, tmp_
     big = _piped_peak_rss(_big_layout(tmp_path / "big", 300 << 20), dest.host)
     for end, (s, b) in zip(("export", "import"), zip(small, big)):
         assert b < s + 32 * 1024, f"{end}: peak RSS {b} KiB with a 300 MiB layer, {s} KiB with 30 MiB"
+
+
+def test_an_unfinished_export_through_a_pipe_imports_with_allow_incomplete(registry, fresh_registry, skopeo):
+    """An export that failed while writing to `-o -` ends its stream with an index marked
+    incomplete: the importer says so (not "cut short"), and --allow-incomplete imports what came."""
+    dest = fresh_registry()
+    export = ["export", f"{registry.host}/sample/nope:1", f"{registry.host}/sample/small:small", "--keep-going", "-o", "-"]
+    imp, _ = pipe(export, ["import", "-", dest.host])
+    assert imp.returncode == 1 and b"did not finish" in imp.stderr and b"cut short" not in imp.stderr
+    imp, _ = pipe(export, ["import", "-", dest.host, "--allow-incomplete"])
+    assert imp.returncode == 0, imp.stderr
+    assert skopeo.digest(dest, "sample/small:small") == registry.seeded["small"].manifest.digest
+    prune, _ = pipe(export, ["import", "-", dest.host, "--prune"])
+    assert prune.returncode == 2 and b"--prune needs the bundle as a file" in prune.stderr

@@ -27,6 +27,7 @@ from transfer.errors import CorruptBundleError, IncompleteError, NotFoundError, 
 from transfer.import_ import (RepositoryMapping, SpanningBlob, TagDecisions, check_expected, decide_tags, mount_expected,
                               mount_homes, plan_imports, push_spanning, recorded_plans, verify_tags)
 from transfer.interop import RenamedSource, export_source
+from transfer.models import Descriptor
 from transfer.inventories import build_inventory, load_have, write_inventory
 from transfer.options import (CopyOptions, ExportOptions, ImportOptions, InventoryOptions, RegistryAccess,
                               UnpackOptions, UploadOptions)
@@ -198,7 +199,7 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
         _check_prune(bundle, reader, opts, by_parts)
         plans = recorded_plans(reader, mapping) if by_parts else plan_imports(reader, reader.entries, mapping)
         with closing(upload_store(access or RegistryAccess(), path.registry, opts, os.path.abspath(bundle))) as dst:
-            decisions, pruning = _prepare_import(dst, reader, plans, opts, progress or NullProgress())
+            decisions, pruning = _prepare_import(dst, reader.expected, plans, opts, progress or NullProgress())
             spanning = push_spanning(reader, dst, plans) if by_parts else []
             copier = Copier(reader, dst, progress=progress, jobs=opts.jobs, keep_going=opts.keep_going,
                             tagged=decisions.tagged)
@@ -216,13 +217,13 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
     return report
 
 
-def _prepare_import(dst: RegistryStore, reader: BundleReader, plans: list[ImagePlan], opts: ImportOptions,
+def _prepare_import(dst: RegistryStore, expected: list[Descriptor], plans: list[ImagePlan], opts: ImportOptions,
                     progress: Progress) -> tuple[TagDecisions, PruneReport | None]:
     """Everything asked and refused before the first write: blobs a delta bundle expects (then
     cross-mounted where a repository lacks them), the deletions of --prune (and whether the
     registry allows them), the tags already there."""
-    dst.add_homes(mount_homes(plans, reader.expected, load_have(opts.have, None) if opts.have else None))
-    mounts = check_expected(dst, plans, {d.digest for d in reader.expected})
+    dst.add_homes(mount_homes(plans, expected, load_have(opts.have, None) if opts.have else None))
+    mounts = check_expected(dst, plans, {d.digest for d in expected})
     pruning = _plan_prune(dst, plans, opts.jobs) if opts.prune else None
     decisions = decide_tags(dst, plans, opts.on_existing, opts.jobs)
     mount_expected(dst, mounts)
@@ -260,14 +261,16 @@ def _import_stream(stream: BinaryIO, name: str, target: str, opts: ImportOptions
     """The same copy over a bundle that passes by (transfer.bundle.sequential): one image at a time,
     in the order the export wrote them, so each blob is at the head of the stream when its turn comes."""
     started, path = time.monotonic(), RegistryPath.parse(target)
+    if opts.prune:
+        raise UsageError("--prune needs the bundle as a file: a stream's end (is the bundle complete?) is known "
+                         "only after everything was pushed; import the stream, then prune from the file or "
+                         "compare with 'transfer diff'")
     src = BundleStream(stream, name)
     src.importable()
     plans = recorded_plans(src, RepositoryMapping.parse(path.path, opts.map))  # type: ignore[arg-type]
     with closing(upload_store(access, path.registry, opts, f"stream {name}")) as dst:
-        check_expected(dst, plans, {d["digest"] for d in src.doc.expected})
-        decisions = decide_tags(dst, plans, opts.on_existing, opts.jobs)
-        for note in decisions.notes:
-            progress.message(note)
+        decisions, _ = _prepare_import(dst, [Descriptor.model_validate(d) for d in src.doc.expected], plans, opts,
+                                       progress)
         copier = Copier(src, dst, progress=progress, jobs=1, keep_going=opts.keep_going, tagged=decisions.tagged)
         try:
             for plan in plans:
@@ -345,6 +348,8 @@ def import_plan(bundle: str, target: str, *, options: ImportOptions | None = Non
     from transfer.import_ import push_plan
 
     opts = options or ImportOptions()
+    if is_stream_path(bundle):
+        raise UsageError(f"a dry run reads the bundle without importing it, so it needs a file, not {bundle}")
     path = RegistryPath.parse(target)
     mapping = RepositoryMapping.parse(path.path, opts.map)
     with BundleReader(bundle) as reader:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 
 class Report(BaseModel):
@@ -41,6 +41,7 @@ class CopyCounts(Report):
     failures: list[Failure] = Field(default_factory=list)
     seconds: float = 0.0
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def ok(self) -> bool:
         return not self.failures
@@ -109,6 +110,7 @@ class DiffReport(Report):
     tags: list[TagDiff] = Field(default_factory=list)  # every tag but those the same
     untagged_missing: list[str] = Field(default_factory=list)  # "repository@digest" untagged roots absent
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def equal(self) -> bool:
         return not (self.missing or self.extra or self.changed or self.untagged_missing)

