@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from transfer.cli import COMMAND_MODULES, common_options, main
+from transfer.cli import COMMAND_HELP, COMMAND_MODULES, build_parser, common_options, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,3 +45,36 @@ def test_an_unknown_command_lists_them_all(capsys):
     for names in COMMAND_MODULES.values():
         for name in names:
             assert name in err
+
+
+def test_the_help_table_matches_the_modules_parsers():
+    full = build_parser(load_all=True)
+    subparsers = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    listed = {a.dest: a.help for a in subparsers._choices_actions}
+    assert listed == COMMAND_HELP
+    assert list(listed) == list(COMMAND_HELP)  # the order 'transfer --help' lists them
+    assert build_parser().format_help() == full.format_help()
+
+
+HEAVY = {"requests", "urllib3", "pydantic", "zstandard", "tqdm", "cryptography"}
+
+
+def _loaded_by(*argv: str) -> set[str]:
+    """The heavy modules a run of ``python -m transfer ARGV`` had loaded when it exited."""
+    probe = ("import atexit, sys, runpy\n"
+             f"atexit.register(lambda: print('LOADED', *sorted(set({sorted(HEAVY)!r}) & set(sys.modules)), file=sys.stderr))\n"
+             f"sys.argv = ['transfer', *{list(argv)!r}]\n"
+             "runpy.run_module('transfer', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
+    return set(done.stderr.strip().splitlines()[-1].split()) - {"LOADED"}
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], [], ["no-such-command"], ["--bogus"]])
+def test_version_help_and_usage_errors_load_nothing_heavy(argv):
+    assert _loaded_by(*argv) == set()
+
+
+def test_ls_does_not_load_the_registry_client(tmp_path):
+    loaded = _loaded_by("ls", str(tmp_path / "missing.bundle"))
+    assert "requests" not in loaded and "urllib3" not in loaded
+    assert "zstandard" in loaded  # the probe sees what a command loads

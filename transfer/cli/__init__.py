@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
-import traceback
 
 # The command line uses no pydantic plugins: skip their discovery (a scan of every installed
 # distribution, about 50 ms of each run). Set the variable yourself to have plugins loaded.
@@ -22,8 +20,9 @@ from transfer import __version__  # noqa: E402
 from transfer.errors import TransferError  # noqa: E402
 
 # Modules that contribute commands (each has register(subparsers, parents)) and the commands each
-# registers. A run imports only the module of the command it was given (about 30 ms less start-up);
-# --help, no command or an unknown one import them all (tests check this table against them).
+# registers. A run imports only the module of the command it was given; --version, --help, no
+# command or an unknown one import none of them: the command list comes from COMMAND_HELP (tests
+# check both tables against what the modules register).
 COMMAND_MODULES = {
     "transfer.cli.remote": ("ls-remote", "login", "logout"),
     "transfer.cli.bundle": ("ls", "verify", "recover"),
@@ -32,6 +31,23 @@ COMMAND_MODULES = {
     "transfer.cli.copy_cmd": ("copy",),
     "transfer.cli.interop": ("unpack",),
     "transfer.cli.restore_cmd": ("diff", "rm"),
+}
+
+# Each command's one-line help, in the order 'transfer --help' lists them.
+COMMAND_HELP = {
+    "ls-remote": "list the repositories of a registry, or the tags of one repository",
+    "login": "check credentials for a registry and save them",
+    "logout": "remove saved credentials for a registry",
+    "ls": "list the images in a bundle",
+    "verify": "check every byte of a bundle",
+    "recover": "rebuild the index of a damaged or interrupted bundle",
+    "export": "registry -> bundle file",
+    "inventory": "record what a registry holds (for delta exports)",
+    "import": "bundle file -> registry (resumable)",
+    "copy": "registry -> registry directly (connected networks)",
+    "unpack": "bundle -> OCI layout or docker archive (for skopeo, crane, oras, docker)",
+    "diff": "how a registry differs from a bundle, tag by tag",
+    "rm": "delete one tag's manifest, or a manifest by digest",
 }
 
 EPILOG = """\
@@ -61,8 +77,9 @@ def common_options() -> argparse.ArgumentParser:
     return p
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with ``command``, only that command's module is loaded (when it is known)."""
+def build_parser(command: str | None = None, *, load_all: bool = False) -> argparse.ArgumentParser:
+    """The parser; with a known ``command``, that command's module is loaded and the other commands
+    are named only (from COMMAND_HELP); ``load_all`` loads every module (tests compare the two)."""
     common = common_options()
     parser = argparse.ArgumentParser(
         prog="transfer",
@@ -74,9 +91,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"transfer {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    modules = [m for m, names in COMMAND_MODULES.items() if command in names] or list(COMMAND_MODULES)
-    for name in modules:
-        importlib.import_module(name).register(subparsers, [common])
+    modules = list(COMMAND_MODULES) if load_all else [m for m, names in COMMAND_MODULES.items() if command in names]
+    for module in modules:
+        importlib.import_module(module).register(subparsers, [common])
+    for name, text in COMMAND_HELP.items():
+        if name not in subparsers.choices:
+            subparsers.add_parser(name, help=text, parents=[common])
     return parser
 
 
@@ -96,6 +116,8 @@ def printable(text: str) -> str:
 
 
 def _setup_logging(debug: bool) -> None:
+    import logging  # here, not at the top: --version and --help need none of it
+
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -103,6 +125,13 @@ def _setup_logging(debug: bool) -> None:
     )
     if not debug:
         logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+def _traceback(debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,15 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TransferError as exc:
-        if args.debug:
-            traceback.print_exc()
+        _traceback(args.debug)
         print(f"transfer: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # stdout closed early (| head)
         return 1
     except OSError as exc:  # a file we were told to read or write (not found, no space, no access)
-        if args.debug:
-            traceback.print_exc()
+        _traceback(args.debug)
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"transfer: error: {printable(where + str(exc.strerror or exc))}", file=sys.stderr)
         return 1
@@ -135,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print("transfer: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug (hostile input must raise a TransferError): one line, no traceback
-        if args.debug:
-            traceback.print_exc()
+        _traceback(args.debug)
         text = printable(f"{type(exc).__name__}: {exc}")[:300]
         print(f"transfer: internal error: {text} (run with --debug for the traceback)", file=sys.stderr)
         return 1
