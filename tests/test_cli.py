@@ -78,3 +78,17 @@ def test_ls_does_not_load_the_registry_client(tmp_path):
     loaded = _loaded_by("ls", str(tmp_path / "missing.bundle"))
     assert "requests" not in loaded and "urllib3" not in loaded
     assert "zstandard" in loaded  # the probe sees what a command loads
+
+
+def test_pydantic_models_are_built_on_first_use():
+    """Options, reports and models are declared with defer_build: a run builds the validators of
+    the models it uses, not of every report of every job."""
+    probe = ("import pydantic, transfer.options, transfer.reports, transfer.models\n"
+             "mods = (transfer.options, transfer.reports, transfer.models)\n"
+             "models = [m for mod in mods for m in vars(mod).values() if isinstance(m, type)\n"
+             "          and issubclass(m, pydantic.BaseModel) and m.__module__ == mod.__name__]\n"
+             "transfer.reports.ExportReport(bundle='b', complete=True)\n"
+             "print(len(models), *sorted(m.__name__ for m in models if m.__pydantic_complete__))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) > 10
+    assert "ExportReport" in out[1:] and "ImportReport" not in out[1:] and "ImportOptions" not in out[1:]

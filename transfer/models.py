@@ -42,7 +42,7 @@ def is_manifest_type(media_type: str | None) -> bool:
 
 
 class Platform(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="allow")
+    model_config = ConfigDict(populate_by_name=True, extra="allow", defer_build=True)
 
     architecture: str
     os: str
@@ -71,7 +71,7 @@ class Platform(BaseModel):
 class Descriptor(BaseModel):
     """An OCI content descriptor. Unknown fields are kept (``extra="allow"``)."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="allow", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="allow", frozen=True, defer_build=True)
 
     media_type: str = Field(alias="mediaType")
     digest: str
@@ -100,7 +100,7 @@ class Descriptor(BaseModel):
 class ManifestView(BaseModel):
     """Read-only view of an image manifest or an index (OCI or Docker)."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="allow")
+    model_config = ConfigDict(populate_by_name=True, extra="allow", defer_build=True)
 
     schema_version: int = Field(alias="schemaVersion")
     media_type: str | None = Field(default=None, alias="mediaType")

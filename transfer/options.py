@@ -19,7 +19,7 @@ DEFAULT_JOBS = 4
 
 
 class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class RegistryAccess(_Options):

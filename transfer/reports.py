@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 
 class Report(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     def to_json(self) -> str:
         """The report as the command line prints it with ``--json`` (sorted keys, indented)."""
@@ -18,11 +18,13 @@ class Report(BaseModel):
 
 
 class Failure(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     image: str  # the image as the job named it (repository:tag, or repository@digest)
     error: str
 
 
 class Waiting(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     image: str
     waits_for: str  # "blob sha256:..." or "manifest sha256:..."
 
@@ -50,6 +52,7 @@ class CopyCounts(Report):
 class UploadReport(BaseModel):
     """What the registry uploader did."""
 
+    model_config = ConfigDict(defer_build=True)
     blobs: int = 0  # blobs completed (chunked or in one PUT; mounts are not counted)
     monolithic: int = 0  # of which in one PUT
     chunks_sent: int = 0
@@ -134,6 +137,7 @@ class ImportReport(CopyCounts):
 
 
 class SpanningReport(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     digest: str
     repository: str
     size: int
@@ -202,6 +206,7 @@ def counts(stats: Any, seconds: float) -> dict[str, Any]:
 class BundleImage(BaseModel):
     """One root a bundle records: a tag, or an untagged root (``tag`` None)."""
 
+    model_config = ConfigDict(defer_build=True)
     repository: str
     tag: str | None
     digest: str

@@ -7,7 +7,6 @@ a ``transfer.options.RegistryAccess`` (``registry_access``).
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 
 from transfer.cli import printable
@@ -94,6 +93,8 @@ def _login_credentials(args: argparse.Namespace, host: str) -> Credentials:
         if not sys.stdin.isatty():
             raise UsageError("no terminal to ask for the password: use --password-stdin")
         username = username or input(f"Username for {host}: ").strip()
+        import getpass  # here: it loads termios, which only a password prompt needs
+
         password = getpass.getpass(f"Password for {username}@{host}: ")
     if not username or not password:
         raise UsageError("login needs a user name (-u) and a password")
