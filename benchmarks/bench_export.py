@@ -30,7 +30,7 @@ from pathlib import Path
 
 from benchmarks.common import (Content, Registry, Run, build_content, common_args, disk_usage, machine,
                                measure, measure_all, median, mib, remove, seeded_registry, size_arg, table,
-                               transfer_cmd)
+                               transfer_cmd, warm_bytecode)
 
 SKOPEO_SYNC = ["skopeo", "sync", "--src", "docker", "--dest", "dir", "--scoped", "--all",
                "--preserve-digests", "--src-tls-verify=false"]
@@ -116,6 +116,7 @@ def main() -> None:
                         help="large-layer sizes for the memory scaling runs ('' to skip)")
     args = parser.parse_args()
     args.scaling_sizes = [size_arg(s) for s in args.scaling_sizes.split(",") if s]
+    warm_bytecode()
     content = build_content(args.cache, scale=args.scale, large=args.large)
     with tempfile.TemporaryDirectory(prefix="bench-export-", dir=args.workdir) as tmp:
         work = Path(tmp)

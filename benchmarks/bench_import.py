@@ -30,7 +30,7 @@ from pathlib import Path
 
 from benchmarks.bench_export import SKOPEO_SYNC
 from benchmarks.common import (Content, Registry, Run, Skopeo, build_content, common_args, machine, measure,
-                               measure_all, median, mib, seeded_registry, size_arg, table, transfer_cmd)
+                               measure_all, median, mib, seeded_registry, size_arg, table, transfer_cmd, warm_bytecode)
 from transfer.sizes import format_size
 
 SKOPEO_IMPORT = ["skopeo", "sync", "--src", "dir", "--dest", "docker", "--all", "--preserve-digests",
@@ -96,6 +96,7 @@ def main() -> None:
                         help="also run transfer import with each --chunk-size ('' to skip)")
     args = parser.parse_args()
     chunk_sizes = [size_arg(s) for s in args.chunk_sizes.split(",") if s]
+    warm_bytecode()
     content = build_content(args.cache, scale=args.scale, large=args.large)
     with tempfile.TemporaryDirectory(prefix="bench-import-", dir=args.workdir) as tmp:
         work = Path(tmp)
