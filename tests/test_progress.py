@@ -31,3 +31,15 @@ def test_plain_lines_for_logs():
     assert lines[-1].startswith("import: 8 MiB of 8 MiB")
 
 
+
+
+def test_planning_counts_images_as_it_goes():
+    out = io.StringIO()
+    bar = TqdmProgress("export", stream=out)
+    bar.images(1000, 250)
+    bar.close()
+    assert "export (250/1000 images planned)" in out.getvalue()
+    out = io.StringIO()
+    lines = LineProgress("export", stream=out, interval=0)
+    lines.images(10000, 0)
+    assert "export: 10000 images found, 0 planned" in out.getvalue()

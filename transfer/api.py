@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from typing import Any, BinaryIO, Callable, overload
 
@@ -38,8 +38,8 @@ from transfer.reports import (CopyReport, Deletion, DiffReport, ExportReport, Im
                               InventoryReport, PartImportReport, PruneReport, RecoverReport, RemoteListing,
                               RemoteRepository, RmReport, SpanningReport, UnpackReport, UploadReport, Waiting, counts)
 from transfer.restore import diff_tags, plan_prune, registry_tags, run_prune
-from transfer.selection import (CatalogFilter, Selection, declare_expected, is_referrer_tag, parse_platforms,
-                                parse_reference_file, platform_notes, plan_exports, select_repositories)
+from transfer.selection import (CatalogFilter, Selection, declare_expected, is_referrer_tag, iter_plans,
+                                noting_platforms, parse_platforms, parse_reference_file, select_repositories)
 from transfer.store import ImagePlan, Source
 
 JOURNAL_MAX_AGE = 7 * 24 * 3600  # distribution purges unfinished uploads after 168 h
@@ -65,11 +65,10 @@ def export(images: Sequence[str], output: BundleIO, *, catalog: str | None = Non
     src, selections, host = _export_source(list(images), list(reference_files), catalog, source, opts,
                                            access or RegistryAccess())
     with closing(src):
-        plans = plan_exports(src, selections, platforms=parse_platforms(opts.platforms), referrers=opts.referrers,
-                             keep_going=opts.keep_going, failures=failures)
-        notes = platform_notes(plans)
-        for note in notes:
-            progress.message(note)
+        notes: list[str] = []
+        plans = noting_platforms(iter_plans(src, selections, platforms=parse_platforms(opts.platforms),
+                                            referrers=opts.referrers, keep_going=opts.keep_going, failures=failures,
+                                            lookups=opts.lookups, progress=progress), notes, progress)
         stats, writer, expected = _write_bundle(src, plans, output, host, opts, progress, failures)
     report = ExportReport(**counts(stats, time.monotonic() - started), bundle=writer.path, complete=not stats.failures,
                           expected_at_destination=expected, bytes_written=writer.bytes_written,
@@ -80,10 +79,13 @@ def export(images: Sequence[str], output: BundleIO, *, catalog: str | None = Non
     return report
 
 
-def _write_bundle(src: Source, plans: list[ImagePlan], output: BundleIO, host: str, opts: ExportOptions,
+def _write_bundle(src: Source, planned: Iterable[ImagePlan], output: BundleIO, host: str, opts: ExportOptions,
                   progress: Progress, failures: list[tuple[str, str]]) -> tuple[CopyStats, BundleWriter, int]:
     """Copy the plans into the bundle; with any failure (``failures``: those of planning) the
-    bundle is left unfinished, never marked complete."""
+    bundle is left unfinished, never marked complete. Format version 2 writes the plan and every
+    manifest before the first blob, so the planning (parallel, transfer.selection.iter_plans)
+    finishes before the blobs move."""
+    plans = list(planned)
     writer = BundleWriter(_output_stream(output) or output, split_size=opts.split_size, level=opts.level, threads=opts.threads,
                           source_registry=host)
     with writer:
@@ -109,11 +111,17 @@ def _export_source(images: list[str], files: list[str], catalog: str | None, sou
     if catalog:
         if images or files:
             raise UsageError("--catalog HOST exports a whole registry; do not name images with it")
-        store = RegistryStore(access.client(RegistryPath.parse(catalog).registry))
-        return store, _guarded(store, lambda: select_repositories(store, store.repositories(), filt)), store.client.host
+        store = RegistryStore(access.client(RegistryPath.parse(catalog).registry, connections=_connections(opts)))
+        return store, _guarded(store, lambda: select_repositories(store, store.repositories(), filt,
+                                                                  lookups=opts.lookups)), store.client.host
     refs = _references(images, files)
-    store = RegistryStore(access.client(refs[0].registry))
+    store = RegistryStore(access.client(refs[0].registry, connections=_connections(opts)))
     return store, _guarded(store, lambda: _ref_selections(store, refs, opts)), refs[0].registry
+
+
+def _connections(opts: ExportOptions | CopyOptions) -> int:
+    """Connections kept alive to a source: one for each thread that may ask at once."""
+    return opts.jobs + opts.lookups
 
 
 def _guarded(store: RegistryStore, select: Callable[[], list[Selection]]) -> list[Selection]:
@@ -140,7 +148,8 @@ def _ref_selections(store: RegistryStore, refs: list[Reference], opts: ExportOpt
     selections: list[Selection] = []
     for ref in refs:
         if opts.all_tags:
-            selections += select_repositories(store, [ref.repository], CatalogFilter(tag_regex=opts.tags))
+            selections += select_repositories(store, [ref.repository], CatalogFilter(tag_regex=opts.tags),
+                                              lookups=opts.lookups)
         else:
             selections.append(Selection(ref.repository, ref.digest or ref.tag or "latest"))
     return selections
@@ -207,7 +216,8 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
             final = reader.parts[-1].doc.final if by_parts else True
             done = [p for p in plans if p.label in set(stats.complete)]
             fields: dict[str, Any] = dict(counts(stats, time.monotonic() - started), target=str(path), upload=_upload_report(dst),
-                          tag_problems=verify_tags(dst, done, opts.jobs) if final else [], notes=decisions.notes)
+                          tag_problems=verify_tags(dst, done, opts.jobs, known=decisions.tagged | dst.confirmed_tags)
+                          if final else [], notes=decisions.notes)
             if by_parts:
                 return _part_report(bundle, target, reader, stats, spanning, fields)
             report = ImportReport(**fields)
@@ -382,27 +392,35 @@ def copy(source: str, destination: str, *, catalog: bool = False, options: CopyO
     else:
         src_ref, dst_ref = Reference.parse(source), Reference.parse(destination, default_tag=None)
         src_host, dst_path = src_ref.registry, RegistryPath(dst_ref.registry, dst_ref.repository)
-    with closing(RegistryStore(access.client(src_host))) as src, \
+    with closing(RegistryStore(access.client(src_host, connections=_connections(opts)))) as src, \
             closing(upload_store(access, dst_path.registry, opts, f"copy from {src_host}")) as dst:
         if catalog:
-            selections = select_repositories(src, src.repositories(), CatalogFilter(opts.include, opts.exclude, opts.tags))
+            selections = select_repositories(src, src.repositories(), CatalogFilter(opts.include, opts.exclude, opts.tags),
+                                             lookups=opts.lookups)
             mapping = RepositoryMapping.parse(dst_path.path, [])
         else:
             selections = [Selection(src_ref.repository, src_ref.digest or src_ref.tag or "latest")]
             mapping = RepositoryMapping.parse("", [f"{src_ref.repository}={dst_path.path}"])
-        plans = plan_exports(src, selections, platforms=parse_platforms(opts.platforms), referrers=opts.referrers,
-                             keep_going=opts.keep_going, failures=failures)
+        notes: list[str] = []
+        plans = list(noting_platforms(iter_plans(src, selections, platforms=parse_platforms(opts.platforms),
+                                                 referrers=opts.referrers, keep_going=opts.keep_going,
+                                                 failures=failures, lookups=opts.lookups, progress=progress),
+                                      notes, progress or NullProgress()))
         for plan in plans:
             plan.dst_repo = mapping.target(plan.src_repo)
         if not catalog and dst_ref.tag and plans:
             plans[0].tags = [dst_ref.tag]
         dst.add_homes(mount_homes(plans, [], load_have(opts.have, None) if opts.have else None))
         pruning = _plan_prune(dst, plans, opts.jobs, _copy_tag_filter(opts)) if opts.prune and not failures else None
-        stats = Copier(src, dst, progress=progress, jobs=opts.jobs, keep_going=opts.keep_going).execute(plans)
-        problems = verify_tags(dst, plans, opts.jobs)
+        decisions = decide_tags(dst, plans, "overwrite", opts.jobs)  # tags already right: not written again
+        for note in decisions.notes:
+            (progress or NullProgress()).message(note)
+        stats = Copier(src, dst, progress=progress, jobs=opts.jobs, keep_going=opts.keep_going,
+                       tagged=decisions.tagged).execute(plans)
+        problems = verify_tags(dst, plans, opts.jobs, known=decisions.tagged | dst.confirmed_tags)
         stats.failures[:0] = failures
         report = CopyReport(**counts(stats, time.monotonic() - started), upload=_upload_report(dst),
-                            tag_problems=problems, platform_notes=platform_notes(plans))
+                            tag_problems=problems, platform_notes=notes)
         if problems or stats.failures:
             raise IncompleteError(f"{len(stats.failures)} image(s) failed, {len(problems)} tag problem(s)"
                                   + ("; nothing was pruned" if opts.prune else ""), report)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import io
 import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from transfer.digest import READ_SIZE, Readable, VerifyingReader
 from transfer.errors import TransferError, TransferInterrupted
@@ -27,6 +28,7 @@ from transfer.progress import NullProgress, Progress
 from transfer.store import BlobOpener, ImagePlan, Partial, RootRecorder, Source, Target, read_manifest
 
 PREFETCH_MAX = 8 << 20  # blobs up to this size are fetched ahead in parallel for one-at-a-time targets
+BATCH = 256  # plans run together: their blobs, then their manifests and tags
 
 
 @dataclass
@@ -111,6 +113,38 @@ def parallel_map(fn: Callable[[T], R], items: list[T], jobs: int) -> list[R]:
         return list(pool.map(fn, items))
 
 
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], jobs: int, ahead: int) -> Iterator[R]:
+    """``fn(x)`` for each item, up to ``jobs`` at a time and at most ``ahead`` results waiting,
+    yielded in the order of ``items`` as they come (a pipeline stage: the consumer works on the
+    first results while later ones are computed). Closing the iterator cancels what is queued."""
+    if jobs <= 1:
+        yield from map(fn, items)
+        return
+    pool = ThreadPoolExecutor(jobs, thread_name_prefix="plan")
+    pending: deque[Future[R]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            while len(pending) >= max(ahead, jobs):
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last one shorter)."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 
 class Copier:
     """Runs plans against one source and one target.
@@ -123,8 +157,11 @@ class Copier:
                  keep_going: bool = False, tagged: Iterable[tuple[str, str]] = ()) -> None:
         self.src, self.dst = src, dst
         self.progress = progress or NullProgress()
-        # Parallel pushes only into targets that take them (a bundle appends to one file).
-        self.jobs = max(1, jobs if dst.traits.concurrent_push else 1)
+        self.jobs = max(1, jobs)
+        # Parallel pushes only into targets that take them (a bundle appends to one file); for
+        # the others, small blobs from a network source are fetched ahead in parallel.
+        self.push_jobs = self.jobs if dst.traits.concurrent_push else 1
+        self.fetch_jobs = self.jobs if self.push_jobs == 1 and src.traits.may_stall else 1
         self.keep_going = keep_going
         self.tagged = set(tagged)
         self.stats = CopyStats()
@@ -134,16 +171,45 @@ class Copier:
         self._failed_blobs: dict[str, str] = {}
         self._waiting_blobs: set[tuple[str, str]] = set()  # (repository key, digest) not at the source yet
         self._manifest_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._settled: set[tuple[str, str]] = set()  # blob keys copied or found present already
 
-    def execute(self, plans: list[ImagePlan]) -> CopyStats:
+    def execute(self, plans: Iterable[ImagePlan]) -> CopyStats:
+        """Run ``plans`` (a list, or an iterator yielding them while planning goes on) in
+        batches of BATCH in their order: each batch's blobs, then its manifests and tags. So the
+        first blobs move while later images are still being read, memory stays bounded, and the
+        same plan order writes the same bytes into a one-push-at-a-time target."""
+        for batch in batched(plans, BATCH):
+            self._run(batch)
+        return self.stats
+
+    def _run(self, plans: list[ImagePlan]) -> None:
+        plans = [plan for plan in plans if not self._already_there(plan)]
         blobs = self._unique_blobs(plans)
         self._copy_blobs(blobs)
-        if self.jobs > 1:  # each image's manifests in order (children, root, tags); images side by side
+        with self._lock:
+            self._settled.update(self._key(plan, blob) for plan, blob in blobs
+                                 if blob.digest not in self._failed_blobs and self._key(plan, blob) not in self._waiting_blobs)
+        if self.push_jobs > 1:  # each image's manifests in order (children, root, tags); images side by side
             self._in_pool(lambda pool: [pool.submit(self._finish_image, plan) for plan in plans])
         else:
             for plan in plans:
                 self._finish_image(plan)
-        return self.stats
+
+    def _already_there(self, plan: ImagePlan) -> bool:
+        """Every tag of ``plan`` already points at its root (``tagged``): the root is there, so
+        its whole graph is (a manifest is never pushed before its children): nothing to ask."""
+        if not plan.tags or any((plan.dst_repo, tag) not in self.tagged for tag in plan.tags):
+            return False
+        for desc in plan.manifests:
+            self._count_skip(desc, manifest=True)
+        for blob in plan.blobs:
+            if self._key(plan, blob) not in self._settled:
+                self._settled.add(self._key(plan, blob))
+                self._count_skip(blob, manifest=False)
+        with self._lock:
+            self.stats.images += 1
+            self.stats.complete.append(plan.label)
+        return True
 
     def _available(self, digest: str) -> bool:
         """The source can give the whole content now (always, but for a Partial source)."""
@@ -157,7 +223,7 @@ class Copier:
         for plan in plans:
             for blob in plan.blobs:
                 key = self._key(plan, blob)
-                if key not in seen:
+                if key not in seen and key not in self._settled:
                     seen.add(key)
                     out.append((plan, blob))
         return out
@@ -175,13 +241,13 @@ class Copier:
             else:
                 self.progress.planned(blob.digest, blob.size, blob.short())
                 todo.append((plan, blob))
-        if self.jobs == 1:
+        if self.push_jobs > 1:
+            self._in_pool(lambda pool: [pool.submit(self._copy_group, group) for group in self._by_blob(todo)])
+        elif self.fetch_jobs > 1 and len(todo) > 1:
+            self._in_pool(lambda pool: self._push_in_order(pool, todo))
+        else:
             for plan, blob in todo:
                 self._guard(plan, blob, self._copy_blob)
-        elif self.dst.traits.concurrent_push:
-            self._in_pool(lambda pool: [pool.submit(self._copy_group, group) for group in self._by_blob(todo)])
-        else:
-            self._in_pool(lambda pool: self._push_in_order(pool, todo))
 
     @staticmethod
     def _by_blob(todo: list[tuple[ImagePlan, Descriptor]]) -> list[list[tuple[ImagePlan, Descriptor]]]:
@@ -199,7 +265,7 @@ class Copier:
 
     def _presence(self, blobs: list[tuple[ImagePlan, Descriptor]]) -> list[bool]:
         """Which blobs the target has; asked in parallel where the target allows it (HEADs)."""
-        return parallel_map(lambda item: self.dst.exists(item[0].dst_repo, item[1]), blobs, self.jobs)
+        return parallel_map(lambda item: self.dst.exists(item[0].dst_repo, item[1]), blobs, self.push_jobs)
 
     def _in_pool(self, submit: Callable[[ThreadPoolExecutor], list[Future[Any]]]) -> None:
         """Run ``submit(pool) -> futures`` and wait; on failure start nothing new."""

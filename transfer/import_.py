@@ -9,6 +9,7 @@ A split set whose parts arrive one by one is imported with the plan every part r
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from transfer.bundle import BundleReader
@@ -192,10 +193,15 @@ def decide_tags(dst: Source, plans: list[ImagePlan], policy: str, jobs: int = 1)
     return decisions
 
 
-def verify_tags(dst: Source, plans: list[ImagePlan], jobs: int = 1) -> list[str]:
-    """After the import: every written tag must point at the bundle's digest."""
+def verify_tags(dst: Source, plans: list[ImagePlan], jobs: int = 1,
+                known: Collection[tuple[str, str]] = ()) -> list[str]:
+    """After the import: every written tag must point at the bundle's digest. ``known``:
+    (repository, tag) pairs this run already saw at the right digest (found so just before, or
+    a PUT answered with it), which are not asked again."""
+    unknown = [ImagePlan(p.src_repo, p.dst_repo, p.root, [t for t in p.tags if (p.dst_repo, t) not in known])
+               for p in plans]
     return [f"{plan.dst_repo}:{tag} points at {got or 'nothing'}, expected {plan.root.digest}"
-            for plan, tag, got in current_tags(dst, plans, jobs) if got != plan.root.digest]
+            for plan, tag, got in current_tags(dst, [p for p in unknown if p.tags], jobs) if got != plan.root.digest]
 
 
 def push_plan(dst: Target, plans: list[ImagePlan]) -> dict:

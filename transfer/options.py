@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from transfer.registry.client import RegistryClient
 
 DEFAULT_JOBS = 4
+DEFAULT_LOOKUPS = 16  # requests in flight while planning (resolving, reading manifests and referrers)
 
 
 class _Options(BaseModel):
@@ -43,9 +44,10 @@ class RegistryAccess(_Options):
         """Credentials from a docker ``config.json`` (default: where docker looks for it)."""
         return cls.model_validate(dict(fields, auth_file=path))
 
-    def client(self, host: str, *, named: bool = True) -> "RegistryClient":
+    def client(self, host: str, *, named: bool = True, connections: int = 16) -> "RegistryClient":
         """A configured client for ``host[:port]`` (Docker Hub names allowed). ``named``: the user
-        named this host, so explicit and ``TRANSFER_*`` credentials apply to it."""
+        named this host, so explicit and ``TRANSFER_*`` credentials apply to it. ``connections``:
+        how many are kept alive for reuse (the threads that may ask at once)."""
         from transfer.errors import UsageError
         from transfer.reference import RegistryPath
         from transfer.registry import Credentials, RegistryClient, resolve_credentials, tls_policy
@@ -58,7 +60,7 @@ class RegistryAccess(_Options):
             explicit = Credentials(username=self.username, password=self.password, source="explicit")
         creds = resolve_credentials(target.registry, explicit=explicit, named=named, auth_file=self.auth_file)
         tls = tls_policy(target.endpoint, ca_cert=self.ca_cert, insecure=self.insecure)
-        return RegistryClient(target.endpoint, credentials=creds, tls=tls)
+        return RegistryClient(target.endpoint, credentials=creds, tls=tls, connections=connections)
 
 
 class SelectionOptions(_Options):
@@ -71,6 +73,7 @@ class SelectionOptions(_Options):
     referrers: bool = True  # signatures, attestations, SBOMs travel with their images
     jobs: int = Field(default=DEFAULT_JOBS, ge=1)  # parallel transfers
     keep_going: bool = False  # past a failing image; the failures are listed and raised at the end
+    lookups: int = Field(default=DEFAULT_LOOKUPS, ge=1)  # requests in flight while planning, besides jobs
 
 
 class UploadOptions(_Options):

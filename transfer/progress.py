@@ -28,6 +28,10 @@ class Progress(Protocol):
     def message(self, text: str) -> None:
         """A note for the user (a warning, a decision taken on their behalf)."""
 
+    def images(self, found: int, planned: int) -> None:
+        """Planning: ``found`` images selected and resolved so far, ``planned`` of them read
+        (manifests and referrers); called as planning goes on, so a long run never looks hung."""
+
 
 class NullProgress:
     """The do-nothing default."""
@@ -48,4 +52,7 @@ class NullProgress:
         pass
 
     def message(self, text: str) -> None:
+        pass
+
+    def images(self, found: int, planned: int) -> None:
         pass

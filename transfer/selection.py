@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import threading
 from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
 
 from transfer.digest import is_digest
 from transfer.errors import NotFoundError, TransferError, UsageError
 from transfer.models import Descriptor, Platform, referrers_tag
+from transfer.engine import ordered_map
+from transfer.options import DEFAULT_LOOKUPS
+from transfer.progress import NullProgress, Progress
 from transfer.store import ImagePlan, Referrers, Source, plan_image
 
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
@@ -53,13 +58,14 @@ class CatalogFilter:
             raise UsageError(f"invalid --tags regular expression {self.tag_regex!r}: {exc}") from None
 
 
-def select_repositories(src: Source, repositories: list[str], filt: CatalogFilter) -> list[Selection]:
-    """Every tag of each repository that passes the filter (the --all-tags and --catalog paths)."""
+def select_repositories(src: Source, repositories: list[str], filt: CatalogFilter, *,
+                        lookups: int = DEFAULT_LOOKUPS) -> list[Selection]:
+    """Every tag of each repository that passes the filter (the --all-tags and --catalog paths);
+    the tags lists are read ``lookups`` at a time."""
+    wanted = [repo for repo in repositories if filt.repository_ok(repo)]
     out = []
-    for repo in repositories:
-        if not filt.repository_ok(repo):
-            continue
-        out += [Selection(repo, t) for t in src.tags(repo) if filt.tag_ok(t) and not is_referrer_tag(t)]
+    for repo, tags in zip(wanted, ordered_map(src.tags, wanted, lookups, 4 * lookups)):
+        out += [Selection(repo, t) for t in tags if filt.tag_ok(t) and not is_referrer_tag(t)]
     return out
 
 
@@ -71,7 +77,12 @@ def is_referrer_tag(tag: str) -> bool:
     return base.startswith("sha256-") and len(base) == 7 + 64
 
 
-def plan_exports(
+def plan_exports(src: Source, selections: list[Selection], **kw: Any) -> list[ImagePlan]:
+    """Every plan ``iter_plans`` yields, as a list."""
+    return list(iter_plans(src, selections, **kw))
+
+
+def iter_plans(
     src: Source,
     selections: list[Selection],
     *,
@@ -79,63 +90,117 @@ def plan_exports(
     referrers: bool = True,
     keep_going: bool = False,
     failures: list[tuple[str, str]] | None = None,
-) -> list[ImagePlan]:
-    """Read every selected image's manifests; group tags of one root into one plan."""
-    plans: dict[tuple[str, str], ImagePlan] = {}
-    tag_cache: dict[str, set[str]] = {}
-    for sel in selections:
-        try:
-            root = src.resolve(sel.repository, sel.ref)
-            key = (sel.repository, root.digest)
-            if key not in plans:
-                plans[key] = plan_image(src, sel.repository, root, platforms=platforms, label=sel.label)
-            if not is_digest(sel.ref):
-                plans[key].tags.append(sel.ref)
-        except TransferError as exc:
+    lookups: int = DEFAULT_LOOKUPS,
+    progress: Progress | None = None,
+) -> Iterator[ImagePlan]:
+    """Read every selected image's manifests and referrers, ``lookups`` requests at a time, and
+    yield the plans in selection order as they are ready (each image, then its referrers), so
+    the copy starts while later images are read. Tags of one root in one repository make one
+    plan: every reference is resolved (in parallel) before the first plan is read."""
+    progress = progress or NullProgress()
+    roots = _resolve(src, selections, lookups, keep_going, failures, progress)  # now: a bad reference fails first
+    planner = _Planner(src, platforms, referrers, {root.digest for root, _, _ in roots.values()})
+    return _read_plans(planner, roots, lookups, keep_going, failures, progress)
+
+
+def _read_plans(planner: "_Planner", roots: "Rooted", lookups: int, keep_going: bool,
+                failures: list[tuple[str, str]] | None, progress: Progress) -> Iterator[ImagePlan]:
+    emitted: set[str] = set()
+    results = ordered_map(planner.try_plan, list(roots.items()), lookups, 8 * lookups)
+    for done, (label, outcome) in enumerate(results, 1):
+        progress.images(len(roots), done)
+        if isinstance(outcome, TransferError):
             if not keep_going or failures is None:
-                raise
-            failures.append((sel.label, str(exc)))
-    result = list(plans.values())
-    if referrers:
-        result += _referrer_plans(src, result, tag_cache)
-    return result
+                raise outcome
+            failures.append((label, str(outcome)))
+            continue
+        yield outcome[0]
+        for plan in outcome[1:]:  # its referrers, each once (images may share children)
+            if plan.root.digest not in emitted:
+                emitted.add(plan.root.digest)
+                yield plan
 
 
-def _referrer_plans(src: Source, plans: list[ImagePlan], tag_cache: dict[str, set[str]]) -> list[ImagePlan]:
-    """Plans for signatures, attestations, SBOMs and other referrers of the planned manifests."""
-    seen = {p.root.digest for p in plans}
-    out: list[ImagePlan] = []
-    frontier = plans
-    for _ in range(MAX_REFERRER_DEPTH):
-        found = []
-        for plan in frontier:
-            for manifest in plan.manifests:
-                found += _referrers_of(src, plan.src_repo, manifest.digest, tag_cache, seen)
-        frontier = found
-        out += found
-        if not found:
-            break
-    return out
+Rooted = dict[tuple[str, str], tuple[Descriptor, list[str], str]]  # (repo, digest) -> (root, tags, label)
 
 
-def _referrers_of(src: Source, repo: str, digest: str, tag_cache: dict[str, set[str]],
-                  seen: set[str]) -> list[ImagePlan]:
-    if repo not in tag_cache:
+def _resolve(src: Source, selections: list[Selection], lookups: int, keep_going: bool,
+             failures: list[tuple[str, str]] | None, progress: Progress) -> Rooted:
+    """Every selection's root, ``lookups`` at a time; tags of one root grouped, in order."""
+    def resolve(sel: Selection) -> Descriptor | TransferError:
         try:
-            tag_cache[repo] = set(src.tags(repo))
+            return src.resolve(sel.repository, sel.ref)
+        except TransferError as exc:
+            return exc
+
+    roots: Rooted = {}
+    for found, (sel, root) in enumerate(zip(selections, ordered_map(resolve, selections, lookups, 8 * lookups)), 1):
+        if found % 100 == 0 or found == len(selections):
+            progress.images(found, 0)
+        if isinstance(root, TransferError):
+            if not keep_going or failures is None:
+                raise root
+            failures.append((sel.label, str(root)))
+            continue
+        entry = roots.setdefault((sel.repository, root.digest), (root, [], sel.label))
+        if not is_digest(sel.ref):
+            entry[1].append(sel.ref)
+    return roots
+
+
+class _Planner:
+    """Reads one image's plan and its referrers' plans (run from several threads)."""
+
+    def __init__(self, src: Source, platforms: list[Platform] | None, referrers: bool, roots: set[str]) -> None:
+        self.src, self.platforms, self.referrers, self.roots = src, platforms, referrers, roots
+        self._tags: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def try_plan(self, item: tuple[tuple[str, str], tuple[Descriptor, list[str], str]]) -> tuple[str, list[ImagePlan] | TransferError]:
+        (repo, _), (root, tags, label) = item
+        try:
+            plan = plan_image(self.src, repo, root, platforms=self.platforms, label=label)
+            plan.tags = list(tags)
+            return label, [plan] + (self._referrer_plans(plan) if self.referrers else [])
+        except TransferError as exc:
+            return label, exc
+
+    def _referrer_plans(self, plan: ImagePlan) -> list[ImagePlan]:
+        """Plans for signatures, attestations, SBOMs and other referrers of ``plan``'s manifests."""
+        seen = set(self.roots)
+        out: list[ImagePlan] = []
+        frontier = [plan]
+        for _ in range(MAX_REFERRER_DEPTH):
+            found = [p for f in frontier for m in f.manifests for p in self._referrers_of(f.src_repo, m.digest, seen)]
+            out += found
+            frontier = found
+            if not found:
+                break
+        return out
+
+    def _repo_tags(self, repo: str) -> set[str]:
+        with self._lock:
+            if repo in self._tags:
+                return self._tags[repo]
+        try:
+            tags = set(self.src.tags(repo))
         except NotFoundError:
-            tag_cache[repo] = set()
-    tags = tag_cache[repo]
-    base = referrers_tag(digest)
-    found: list[ImagePlan] = []
-    for tag in [base + s for s in COSIGN_SUFFIXES] + [base]:
-        if tag in tags:
-            desc = src.resolve(repo, tag)
-            found += _new_plan(src, repo, desc, [tag], seen, f"{repo}:{tag}")
-    if isinstance(src, Referrers):
-        for desc in src.referrers(repo, digest):
-            found += _new_plan(src, repo, desc, [], seen, f"{repo}@{desc.digest} (referrer)")
-    return found
+            tags = set()
+        with self._lock:
+            return self._tags.setdefault(repo, tags)
+
+    def _referrers_of(self, repo: str, digest: str, seen: set[str]) -> list[ImagePlan]:
+        tags = self._repo_tags(repo)
+        base = referrers_tag(digest)
+        found: list[ImagePlan] = []
+        for tag in [base + s for s in COSIGN_SUFFIXES] + [base]:
+            if tag in tags:
+                desc = self.src.resolve(repo, tag)
+                found += _new_plan(self.src, repo, desc, [tag], seen, f"{repo}:{tag}")
+        if isinstance(self.src, Referrers):
+            for desc in self.src.referrers(repo, digest):
+                found += _new_plan(self.src, repo, desc, [], seen, f"{repo}@{desc.digest} (referrer)")
+        return found
 
 
 def _new_plan(src: Source, repo: str, desc: Descriptor, tags: list[str], seen: set[str], label: str) -> list[ImagePlan]:
@@ -179,6 +244,15 @@ def parse_platforms(values: list[str] | None) -> list[Platform] | None:
         return [Platform.parse(v) for v in values] if values else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def noting_platforms(plans: Iterable[ImagePlan], notes: list[str], progress: Progress) -> Iterator[ImagePlan]:
+    """``plans`` as they come; a root that --platform changed is noted (``notes``) and shown."""
+    for plan in plans:
+        for note in platform_notes([plan]):
+            notes.append(note)
+            progress.message(note)
+        yield plan
 
 
 def platform_notes(plans: list[ImagePlan]) -> list[str]:

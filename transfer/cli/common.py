@@ -13,7 +13,7 @@ from transfer.bundle.format import MIN_SPLIT_SIZE
 from transfer.cli.progress import close_progress, make_progress
 from transfer.errors import IncompleteError, TransferError, UsageError
 from transfer.interrupt import STOP
-from transfer.options import DEFAULT_JOBS, RegistryAccess
+from transfer.options import DEFAULT_JOBS, DEFAULT_LOOKUPS, RegistryAccess
 from transfer.progress import Progress
 from transfer.registry.settings import MIN_CHUNK_SIZE, check_chunk_size
 from transfer.registry.upload import CHUNK_SECONDS
@@ -101,7 +101,7 @@ def upload_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def selection_options(args: argparse.Namespace) -> dict[str, Any]:
     return dict(include=args.include, exclude=args.exclude, tags=args.tags, platforms=args.platform or [],
-                referrers=not args.no_referrers, jobs=args.jobs, keep_going=args.keep_going)
+                referrers=not args.no_referrers, jobs=args.jobs, keep_going=args.keep_going, lookups=args.lookups)
 
 
 def size_arg(text: str) -> int:
@@ -166,6 +166,9 @@ def add_selection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT]",
                    help="keep only these platforms of multi-arch images (repeatable; default all)")
     p.add_argument("--no-referrers", action="store_true", help="leave out signatures, attestations, SBOMs")
+    p.add_argument("--lookups", type=positive_int, default=DEFAULT_LOOKUPS, metavar="N",
+                   help="manifest, tag and referrer requests in flight while planning, alongside the "
+                        f"--jobs transfers (default {DEFAULT_LOOKUPS}; 1 reads one image at a time)")
 
 
 def add_transfer_options(p: argparse.ArgumentParser) -> None:

@@ -22,6 +22,7 @@ class TqdmProgress:
 
         self._tqdm = tqdm
         self._stream = stream or sys.stderr
+        self._title = title
         self._lock = threading.Lock()
         self._total = 0
         self._overall = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=title,
@@ -62,6 +63,10 @@ class TqdmProgress:
         with self._lock:
             self._tqdm.write(text, file=self._stream)
 
+    def images(self, found: int, planned: int) -> None:
+        with self._lock:  # the overall bar's title counts images while planning goes on
+            self._overall.set_description_str(f"{self._title} ({planned}/{found} images planned)", refresh=True)
+
     def close(self) -> None:
         with self._lock:
             for bar in self._bars.values():
@@ -77,6 +82,7 @@ class LineProgress:
         self._title, self._interval = title, interval
         self._lock = threading.Lock()
         self._total = self._done = 0
+        self._found = self._planned = 0
         self._start = self._last = time.monotonic()
 
     def planned(self, key: str, total: int, label: str = "") -> None:
@@ -108,6 +114,14 @@ class LineProgress:
 
     def message(self, text: str) -> None:
         print(text, file=self._stream, flush=True)
+
+    def images(self, found: int, planned: int) -> None:
+        with self._lock:
+            self._found, self._planned = found, planned
+            now = time.monotonic()
+            if now - self._last >= self._interval:
+                self._last = now
+                print(f"{self._title}: {found} images found, {planned} planned", file=self._stream, flush=True)
 
     def close(self) -> None:
         if self._total:

@@ -29,7 +29,7 @@ from transfer.reference import validate_repository, validate_tag, validate_tag_o
 from transfer.registry.auth import CATALOG_SCOPE, Authenticator, repository_scope
 from transfer.registry.blobs import ResumingBody
 from transfer.registry.credentials import Credentials
-from transfer.registry.http import Body, RetryPolicy, Transport, header_int, strip_query
+from transfer.registry.http import DEFAULT_CONNECTIONS, Body, RetryPolicy, Transport, header_int, strip_query
 from transfer.registry.tls import TLSPolicy, tls_policy
 from transfer.untrusted import load_json, validate
 
@@ -125,10 +125,12 @@ class RegistryClient:
         min_token_lifetime: float = 60.0,
         resume_attempts: int = 5,
         sleep: Callable[[float], None] = time.sleep,
+        connections: int = DEFAULT_CONNECTIONS,
     ) -> None:
         self.host = host
         self.tls = tls or tls_policy(host)
-        self.transport = Transport(self.tls, retry=retry, timeout=timeout, sleep=sleep)
+        # ``connections``: kept alive for reuse; size it to the threads that ask at once
+        self.transport = Transport(self.tls, retry=retry, timeout=timeout, sleep=sleep, connections=connections)
         self.auth = Authenticator(host, credentials, self.transport, min_token_lifetime=min_token_lifetime)
         self.resume_attempts = resume_attempts
         self._base: str | None = None

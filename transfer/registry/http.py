@@ -269,6 +269,7 @@ def check_response(response: requests.Response, method: str | None = None) -> re
     raise RegistryError(message, retryable=status >= 500, **kw)
 
 
+DEFAULT_CONNECTIONS = 16  # kept-alive connections to one registry
 SEND_BLOCK = 1 << 20  # request bodies go out in blocks of this size (urllib3's default is 16 KiB)
 
 
@@ -327,6 +328,7 @@ class Transport:
         timeout: tuple[float, float] = (15.0, 120.0),
         sleep: Callable[[float], None] = time.sleep,
         pace: Pace | None = None,
+        connections: int = DEFAULT_CONNECTIONS,
     ) -> None:
         self.policy = policy
         self.pace = pace or Pace.from_env()
@@ -336,8 +338,9 @@ class Transport:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.verify = policy.verify
-        self.session.mount("https://", _TLSAdapter(policy, pool_maxsize=16))
-        self.session.mount("http://", _Adapter(pool_maxsize=16))
+        # kept-alive connections: as many as threads may ask at once (more would be closed after use)
+        self.session.mount("https://", _TLSAdapter(policy, pool_maxsize=connections))
+        self.session.mount("http://", _Adapter(pool_maxsize=connections))
         if not policy.verify:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 

@@ -85,6 +85,9 @@ class RegistryStore:
         self._lock = threading.Lock()
         self.mounted = 0  # blobs cross-mounted instead of uploaded
         self._absent: set[tuple[str, str]] = set()  # (repo, digest) exists() just found missing
+        self.confirmed_tags: set[tuple[str, str]] = set()  # (repo, tag) a PUT answered with the right digest
+        self._referrers_api: bool | None = None  # None: not asked yet this run
+        self._referrers_probe = threading.Lock()
 
     def close(self) -> None:
         self.client.close()
@@ -116,7 +119,16 @@ class RegistryStore:
 
     def referrers(self, repo: str, digest: str) -> list[Descriptor]:
         """Referrers by the OCI API; empty where the registry lacks it (the export then relies on
-        the fallback and cosign-style tags, which it finds in the tag list)."""
+        the fallback and cosign-style tags, which it finds in the tag list). A registry that
+        answered 404 (no API) is asked once per run: threads asking together wait for that answer."""
+        if self._referrers_api is None:
+            with self._referrers_probe:
+                if self._referrers_api is None:
+                    found = self.client.referrers(repo, digest)
+                    self._referrers_api = found is not None
+                    return found or []
+        if not self._referrers_api:
+            return []
         return self.client.referrers(repo, digest) or []
 
     # Target
@@ -256,4 +268,6 @@ class RegistryStore:
             data = self._manifests.get(desc.digest)
         if data is None:
             data = self.client.get_manifest(repo, desc.digest).data
-        self.client.put_manifest(repo, tag, data, desc.media_type)
+        if self.client.put_manifest(repo, tag, data, desc.media_type) == desc.digest:
+            with self._lock:  # the registry said it holds these bytes under the tag
+                self.confirmed_tags.add((repo, tag))
