@@ -22,7 +22,9 @@ often it fires, None meaning always):
 - ``body_timeout(seconds)``: close both connections, without an answer, when no request-body byte
   arrives for ``seconds`` (nginx's ``client_body_timeout`` in front of a registry).
 
-All sockets have timeouts (``timeout``, 30 s by default).
+All sockets have timeouts (``timeout``, 30 s by default). ``delay`` (seconds, default 0) is added
+in each direction of every exchange, before the request goes upstream and before the answer comes
+back: a registry in another building (``delay=0.01`` is 20 ms of round-trip time) for benchmarks.
 """
 
 from __future__ import annotations
@@ -96,9 +98,10 @@ class Stats:
 class FaultProxy(Served):
     """``FaultProxy("127.0.0.1:5000").start()``; then use ``proxy.host``/``proxy.url``."""
 
-    def __init__(self, upstream: str, timeout: float = 30.0) -> None:
+    def __init__(self, upstream: str, timeout: float = 30.0, delay: float = 0.0) -> None:
         self.upstream = upstream
         self.timeout = timeout
+        self.delay = delay  # seconds added each way
         self.rules: list[Rule] = []
         self.exchanges: list[Exchange] = []
         self.lock = threading.Lock()
@@ -222,8 +225,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             time.sleep(rule.seconds)
         upstream = http.client.HTTPConnection(self.proxy.upstream, timeout=self.proxy.timeout)
         try:
+            if self.proxy.delay:
+                time.sleep(self.proxy.delay)  # client -> registry
             self._forward_request(upstream, rule, exchange)
-            self._relay_response(upstream.getresponse(), rule, exchange)
+            response = upstream.getresponse()
+            if self.proxy.delay:
+                time.sleep(self.proxy.delay)  # registry -> client
+            self._relay_response(response, rule, exchange)
         finally:
             upstream.close()
 
