@@ -24,8 +24,8 @@ from transfer.bundle.sequential import BundleIO, BundleStream, is_stream_path, s
 from transfer.bundle.verify import VerifyReport, verify as verify_bundle, verify_stream
 from transfer.engine import Copier, CopyStats, parallel_map
 from transfer.errors import CorruptBundleError, IncompleteError, NotFoundError, TransferError, UsageError
-from transfer.import_ import (RepositoryMapping, SpanningBlob, TagDecisions, check_expected, decide_tags, mount_expected,
-                              mount_homes, plan_imports, push_spanning, recorded_plans, verify_tags)
+from transfer.import_ import (RepositoryMapping, SpanningBlob, TagDecisions, check_expected, decide_tags, forget_finished,
+                              mount_expected, mount_homes, plan_imports, push_spanning, recorded_plans, verify_tags)
 from transfer.interop import RenamedSource, export_source
 from transfer.models import Descriptor
 from transfer.inventories import build_inventory, load_have, write_inventory
@@ -209,9 +209,10 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
         plans = recorded_plans(reader, mapping) if by_parts else plan_imports(reader, reader.entries, mapping)
         with closing(upload_store(access or RegistryAccess(), path.registry, opts, os.path.abspath(bundle))) as dst:
             decisions, pruning = _prepare_import(dst, reader.expected, plans, opts, progress or NullProgress())
+            forget_finished(dst, plans, decisions.tagged)
             spanning = push_spanning(reader, dst, plans) if by_parts else []
             copier = Copier(reader, dst, progress=progress, jobs=opts.jobs, keep_going=opts.keep_going,
-                            tagged=decisions.tagged)
+                            tagged=decisions.tagged, tags_asked=True)
             stats = copier.execute(plans)
             final = reader.parts[-1].doc.final if by_parts else True
             done = [p for p in plans if p.label in set(stats.complete)]
@@ -416,7 +417,7 @@ def copy(source: str, destination: str, *, catalog: bool = False, options: CopyO
         for note in decisions.notes:
             (progress or NullProgress()).message(note)
         stats = Copier(src, dst, progress=progress, jobs=opts.jobs, keep_going=opts.keep_going,
-                       tagged=decisions.tagged).execute(plans)
+                       tagged=decisions.tagged, tags_asked=True).execute(plans)
         problems = verify_tags(dst, plans, opts.jobs, known=decisions.tagged | dst.confirmed_tags)
         stats.failures[:0] = failures
         report = CopyReport(**counts(stats, time.monotonic() - started), upload=_upload_report(dst),

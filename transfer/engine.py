@@ -25,7 +25,7 @@ from transfer.errors import TransferError, TransferInterrupted
 from transfer.interrupt import STOP, check as check_stop
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor
 from transfer.progress import NullProgress, Progress
-from transfer.store import BlobOpener, ImagePlan, Partial, RootRecorder, Source, Target, read_manifest
+from transfer.store import BlobOpener, ImagePlan, Partial, PushByTag, RootRecorder, Source, Target, read_manifest
 
 PREFETCH_MAX = 8 << 20  # blobs up to this size are fetched ahead in parallel for one-at-a-time targets
 BATCH = 256  # plans run together: their blobs, then their manifests and tags
@@ -150,11 +150,14 @@ class Copier:
     """Runs plans against one source and one target.
 
     ``tagged``: (target repository, tag) pairs already known to point at their plan's root (an
-    import asked before it began); they are not written again.
+    import asked before it began); they are not written again, and an image whose tags all are
+    is not checked further (its root is there, so its whole graph is). ``tags_asked``: every tag
+    of the plans was asked (``tagged`` holds all that are right), so a root whose tag is not
+    there goes up under that tag at once where the target can (PushByTag).
     """
 
     def __init__(self, src: Source, dst: Target, *, progress: Progress | None = None, jobs: int = 4,
-                 keep_going: bool = False, tagged: Iterable[tuple[str, str]] = ()) -> None:
+                 keep_going: bool = False, tagged: Iterable[tuple[str, str]] = (), tags_asked: bool = False) -> None:
         self.src, self.dst = src, dst
         self.progress = progress or NullProgress()
         self.jobs = max(1, jobs)
@@ -167,6 +170,7 @@ class Copier:
         self.stats = CopyStats()
         self._partial = src if isinstance(src, Partial) else None
         self._roots = dst if isinstance(dst, RootRecorder) else None
+        self._by_tag = dst if isinstance(dst, PushByTag) and tags_asked else None
         self._lock = threading.Lock()
         self._failed_blobs: dict[str, str] = {}
         self._waiting_blobs: set[tuple[str, str]] = set()  # (repository key, digest) not at the source yet
@@ -383,6 +387,8 @@ class Copier:
             with self._lock:
                 lock = self._manifest_locks.setdefault((plan.dst_repo, desc.digest), threading.Lock())
             with lock:
+                if desc.digest == plan.root.digest and self._push_by_tag(plan):
+                    return None
                 if self.dst.exists(plan.dst_repo, desc):
                     self._count_skip(desc, manifest=True)
                 elif not self._available(desc.digest):
@@ -393,12 +399,24 @@ class Copier:
         self._write_tags(plan)
         return None
 
+    def _push_by_tag(self, plan: ImagePlan) -> bool:
+        """Where the target can (PushByTag), the root goes up under its first tag in one request
+        (written again if it was there: as cheap as asking), then the other tags."""
+        first = plan.tags[0] if plan.tags else None
+        if (self._by_tag is None or first is None or (plan.dst_repo, first) in self.tagged
+                or not self._available(plan.root.digest)):
+            return False
+        self._by_tag.push_tagged(plan.dst_repo, plan.root, self._manifest_bytes(plan, plan.root), first)
+        self._add(manifests_copied=1, tags_written=1)
+        self._write_tags(plan, plan.tags[1:])
+        return True
+
     def _manifest_bytes(self, plan: ImagePlan, desc: Descriptor) -> bytes:
         raw = plan.raw.get(desc.digest)
         return raw if raw is not None else read_manifest(self.src, plan.src_repo, desc, MAX_MANIFEST_SIZE)
 
-    def _write_tags(self, plan: ImagePlan) -> None:
-        for tag in plan.tags:
+    def _write_tags(self, plan: ImagePlan, tags: list[str] | None = None) -> None:
+        for tag in plan.tags if tags is None else tags:
             if (plan.dst_repo, tag) not in self.tagged:
                 self.dst.tag(plan.dst_repo, plan.root, tag)
                 self._add(tags_written=1)

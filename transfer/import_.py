@@ -193,6 +193,16 @@ def decide_tags(dst: Source, plans: list[ImagePlan], policy: str, jobs: int = 1)
     return decisions
 
 
+def forget_finished(dst: RegistryStore, plans: list[ImagePlan], tagged: set[tuple[str, str]]) -> None:
+    """Images whose tags all point at their root already are not checked blob by blob (their
+    graph is there): drop any upload left in the journal for their blobs (a run killed after a
+    final PUT landed), as finding the blob present would."""
+    for plan in plans:
+        if plan.tags and all((plan.dst_repo, tag) in tagged for tag in plan.tags):
+            for blob in plan.blobs:
+                dst.uploader.forget(dst.client, plan.dst_repo, blob.digest)
+
+
 def verify_tags(dst: Source, plans: list[ImagePlan], jobs: int = 1,
                 known: Collection[tuple[str, str]] = ()) -> list[str]:
     """After the import: every written tag must point at the bundle's digest. ``known``:

@@ -6,7 +6,7 @@ Blobs and manifests share the verbs; a store routes by ``desc.is_manifest`` wher
 ``repo`` is the repository name inside the store (a bundle or layout may hold many).
 
 What a store can do beyond the verbs is declared, never probed by name: a ``Traits`` value on the
-class, and small side protocols (``Referrers``, ``RootRecorder``, ``Partial``) the engine checks
+class, and small side protocols (``Referrers``, ``RootRecorder``, ``Partial``, ``PushByTag``) the engine checks
 once with ``isinstance``.
 """
 
@@ -93,6 +93,15 @@ class Referrers(Protocol):
 
     def referrers(self, repo: str, digest: str) -> list[Descriptor]:
         """Manifests whose subject is ``digest`` (empty where the API is missing)."""
+
+
+@runtime_checkable
+class PushByTag(Protocol):
+    """A target that stores a manifest and points a tag at it in one request (a registry's PUT
+    by tag): a new image's root then costs one request, not a check, a push and a tag."""
+
+    def push_tagged(self, repo: str, desc: Descriptor, raw: bytes, tag: str) -> None:
+        """Store the manifest ``raw`` (``desc``; its children already there) under ``tag``."""
 
 
 @runtime_checkable

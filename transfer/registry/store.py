@@ -14,9 +14,9 @@ import threading
 from collections import OrderedDict
 from typing import ClassVar, Iterable, Mapping, Protocol
 
-from transfer.digest import VerifyingReader
+from transfer.digest import VerifyingReader, digest_bytes
 from transfer.models import MANIFEST_TYPES, MAX_MANIFEST_SIZE, SCHEMA1_TYPES, Descriptor
-from transfer.errors import NotFoundError, RegistryError, TransferError, UnsupportedManifestError, UploadError
+from transfer.errors import IntegrityError, NotFoundError, RegistryError, TransferError, UnsupportedManifestError, UploadError
 from transfer.registry.client import RegistryClient, UploadStatus
 from transfer.registry.cursor import OpenAt
 from transfer.registry.upload import OpenSession, RangeUpload
@@ -262,12 +262,22 @@ class RegistryStore:
             while len(self._manifests) > MANIFEST_CACHE:
                 self._manifests.popitem(last=False)
 
+    def push_tagged(self, repo: str, desc: Descriptor, raw: bytes, tag: str) -> None:
+        """PUT the manifest by ``tag``: the registry stores it (by digest too) and tags it."""
+        if digest_bytes(raw) != desc.digest:
+            raise IntegrityError(f"manifest for {repo}:{tag}", desc.digest, digest_bytes(raw))
+        self._remember(desc.digest, raw)
+        self._put_tag(repo, desc, tag, raw)
+
+    def _put_tag(self, repo: str, desc: Descriptor, tag: str, data: bytes) -> None:
+        if self.client.put_manifest(repo, tag, data, desc.media_type) == desc.digest:
+            with self._lock:  # the registry said it holds these bytes under the tag
+                self.confirmed_tags.add((repo, tag))
+
     def tag(self, repo: str, desc: Descriptor, tag: str) -> None:
         """PUT the manifest's exact bytes under ``tag`` (bytes from this run, or fetched)."""
         with self._lock:
             data = self._manifests.get(desc.digest)
         if data is None:
             data = self.client.get_manifest(repo, desc.digest).data
-        if self.client.put_manifest(repo, tag, data, desc.media_type) == desc.digest:
-            with self._lock:  # the registry said it holds these bytes under the tag
-                self.confirmed_tags.add((repo, tag))
+        self._put_tag(repo, desc, tag, data)
