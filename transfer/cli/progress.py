@@ -65,7 +65,8 @@ class TqdmProgress:
 
     def images(self, found: int, planned: int) -> None:
         with self._lock:  # the overall bar's title counts images while planning goes on
-            self._overall.set_description_str(f"{self._title} ({planned}/{found} images planned)", refresh=True)
+            self._overall.set_description_str(f"{self._title} ({planned}/{found} images planned)",
+                                              refresh=planned % 50 == 0 or planned == found)
 
     def close(self) -> None:
         with self._lock:
