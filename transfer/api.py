@@ -24,8 +24,8 @@ from transfer.bundle.sequential import BundleIO, BundleStream, is_stream_path, s
 from transfer.bundle.verify import VerifyReport, verify as verify_bundle, verify_stream
 from transfer.engine import Copier, CopyStats, parallel_map
 from transfer.errors import CorruptBundleError, IncompleteError, NotFoundError, TransferError, UsageError
-from transfer.import_ import (RepositoryMapping, SpanningBlob, TagDecisions, check_expected, decide_tags, forget_finished,
-                              mount_expected, mount_homes, plan_imports, push_spanning, recorded_plans, verify_tags)
+from transfer.import_ import (RepositoryMapping, SpanningBlob, TagDecisions, check_expected, decide_tags,
+                              forget_finished, mount_expected, mount_homes, plan_imports, push_spanning, recorded_plans, verify_tags)
 from transfer.interop import RenamedSource, export_source
 from transfer.models import Descriptor
 from transfer.inventories import build_inventory, load_have, write_inventory
