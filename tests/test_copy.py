@@ -119,3 +119,42 @@ def test_images_finished_side_by_side_push_a_shared_manifest_once():
     stats = Copier(None, target, jobs=4).execute(plans)
     assert target.pushed.count(child.digest) == 1
     assert (stats.manifests_copied, stats.manifests_skipped, stats.images) == (3, 1, 2)
+
+
+def test_a_blob_failing_in_one_repository_fails_only_that_repository_s_image():
+    """With keep_going, a blob whose push failed into repository a does not fail the image of
+    repository b, which already holds it (failures are per repository, like the copies)."""
+    from transfer.errors import UploadError
+
+    def desc(raw: bytes, media_type: str) -> Descriptor:
+        return Descriptor(mediaType=media_type, digest=digest_bytes(raw), size=len(raw))
+
+    layer = desc(b"layer bytes", "application/vnd.oci.image.layer.v1.tar")
+    plans = []
+    for repo in ("a", "b"):
+        root_raw = b'{"image": "%s"}' % repo.encode()
+        root = desc(root_raw, OCI_MANIFEST)
+        plans.append(ImagePlan("src", repo, root, ["1"], [root], [layer], raw={root.digest: root_raw}))
+
+    class Target:
+        traits = Traits(concurrent_push=True)
+        pushed: list[tuple[str, str]] = []
+
+        def exists(self, repo: str, d: Descriptor) -> bool:
+            return repo == "b" and d.digest == layer.digest
+
+        def push(self, repo: str, d: Descriptor, opener, *, may_stall: bool = False) -> None:
+            if d.digest == layer.digest:
+                raise UploadError(f"{repo}: refused")
+            self.pushed.append((repo, d.digest))
+
+        def tag(self, repo: str, d: Descriptor, tag: str) -> None:
+            self.pushed.append((repo, tag))
+
+    class Source:
+        traits = Traits()
+
+    target = Target()
+    stats = Copier(Source(), target, jobs=2, keep_going=True).execute(plans)
+    assert [f[0] for f in stats.failures] == ["src:1"] and stats.images == 1
+    assert ("b", "1") in target.pushed and ("a", "1") not in target.pushed

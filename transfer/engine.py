@@ -172,7 +172,7 @@ class Copier:
         self._roots = dst if isinstance(dst, RootRecorder) else None
         self._by_tag = dst if isinstance(dst, PushByTag) and tags_asked else None
         self._lock = threading.Lock()
-        self._failed_blobs: dict[str, str] = {}
+        self._failed_blobs: dict[tuple[str, str], str] = {}  # (repository key, digest) -> why
         self._waiting_blobs: set[tuple[str, str]] = set()  # (repository key, digest) not at the source yet
         self._manifest_locks: dict[tuple[str, str], threading.Lock] = {}
         self._settled: set[tuple[str, str]] = set()  # blob keys copied or found present already
@@ -192,7 +192,7 @@ class Copier:
         self._copy_blobs(blobs)
         with self._lock:
             self._settled.update(self._key(plan, blob) for plan, blob in blobs
-                                 if blob.digest not in self._failed_blobs and self._key(plan, blob) not in self._waiting_blobs)
+                                 if self._key(plan, blob) not in self._failed_blobs and self._key(plan, blob) not in self._waiting_blobs)
         if self.push_jobs > 1:  # each image's manifests in order (children, root, tags); images side by side
             self._in_pool(lambda pool: [pool.submit(self._finish_image, plan) for plan in plans])
         else:
@@ -314,7 +314,7 @@ class Copier:
             if not self.keep_going or isinstance(exc, TransferInterrupted):
                 raise
             with self._lock:
-                self._failed_blobs[blob.digest] = str(exc)
+                self._failed_blobs[self._key(plan, blob)] = str(exc)
 
     def _copy_blob(self, plan: ImagePlan, blob: Descriptor, data: bytes | None = None) -> None:
         check_stop()
@@ -350,9 +350,9 @@ class Copier:
 
     def _finish_image(self, plan: ImagePlan) -> None:
         check_stop()
-        missing = [d for d in (b.digest for b in plan.blobs) if d in self._failed_blobs]
+        missing = [self._key(plan, b) for b in plan.blobs if self._key(plan, b) in self._failed_blobs]
         if missing:
-            self._failed(plan, f"blob {missing[0]}: {self._failed_blobs[missing[0]]}")
+            self._failed(plan, f"blob {missing[0][1]}: {self._failed_blobs[missing[0]]}")
             return
         blob_waits = next((b.digest for b in plan.blobs if self._key(plan, b) in self._waiting_blobs), None)
         try:
