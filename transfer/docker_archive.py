@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, ClassVar
 
 import zstandard
 
+from transfer.bundle.writer import StreamOut
 from transfer.digest import READ_SIZE, Digester, VerifyingReader, digest_bytes, validate_digest
 from transfer.errors import InvalidReferenceError, LayoutError, NotFoundError
 from transfer.layout import (
@@ -340,27 +341,6 @@ class _TarWriter:
         self._f.write(b"\0" * (-self._f.tell() % tarfile.RECORDSIZE))
 
 
-class _Counted:
-    """A write-only stream (standard output) that knows how much was written: tell() for the tar."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw, self._written = raw, 0
-
-    def write(self, data: bytes) -> int:
-        self._raw.write(data)
-        self._written += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self._written
-
-    def seekable(self) -> bool:
-        return False
-
-    def flush(self) -> None:
-        self._raw.flush()
-
-
 class _TarContent:
     """Receives a layer's uncompressed bytes: hashes them (the diff_id) and keeps the first
     block to check that they are a tar."""
@@ -500,7 +480,7 @@ class DockerArchiveWriter:
         else:  # a stream (| docker load): written front to back; a failure leaves it cut short
             self.path, self._tmp = None, ""
             self.what = f"docker archive to {getattr(path, 'name', 'a stream')}"
-            self._file = _Counted(path)
+            self._file = StreamOut(path, self.what)
         self._tar = _TarWriter(self._file)
         self._blobs: set[str] = set()
         self._small: dict[str, bytes] = {}  # manifests and configs, digest -> bytes

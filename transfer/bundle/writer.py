@@ -58,8 +58,9 @@ def format_created(created: dt.datetime | str | None) -> str:
 Output = Union[str, "os.PathLike[str]", BinaryIO]
 
 
-class _StreamOut:
-    """A write-only stream (a pipe) as a part's file: counts its position; cannot seek back."""
+class StreamOut:
+    """A write-only stream (a pipe, standard output) as a file: counts its position (``tell``);
+    cannot seek back. Bundles and docker archives written to a stream use it."""
 
     def __init__(self, stream: BinaryIO, name: str) -> None:
         self._stream, self.name, self.pos, self.closed = stream, name, 0, False
@@ -71,6 +72,9 @@ class _StreamOut:
 
     def tell(self) -> int:
         return self.pos
+
+    def seekable(self) -> bool:
+        return False
 
     def flush(self) -> None:
         self._stream.flush()
@@ -95,7 +99,7 @@ class _Held:
 class _Part:
     number: int
     path: str
-    fh: Any  # a file, or a _StreamOut
+    fh: Any  # a file, or a StreamOut
     chunks: list[ChunkEntry] = field(default_factory=list)
     chunk_bytes: int = 0  # JSON bytes the chunk entries add to this part's index
 
@@ -260,7 +264,7 @@ def append_index(fh: Any, doc: IndexDoc) -> int:
     flags = fmt.TRAILER_COMPLETE | fmt.TRAILER_FINAL if doc.complete else 0
     fh.write(fmt.encode_record_header(h) + data)
     fh.write(fmt.encode_trailer(fmt.Trailer(start, len(data), bytes.fromhex(digest[7:]), flags)))
-    if isinstance(fh, _StreamOut):
+    if isinstance(fh, StreamOut):
         fh.flush()
         return fh.tell()
     fh.truncate()
@@ -349,7 +353,7 @@ class BundleWriter:
         if number > fmt.MAX_PART_NUMBER:
             raise BundleError(f"{self.path}: more than {fmt.MAX_PART_NUMBER} parts; use a larger split size")
         path = self._part_path(number)
-        fh: Any = _StreamOut(self._stream, self.path) if self._stream is not None else open(path, "w+b")
+        fh: Any = StreamOut(self._stream, self.path) if self._stream is not None else open(path, "w+b")
         fh.write(fmt.encode_file_header(number, self._set_id, self.version))
         self._parts.append(_Part(number, path, fh))
         self._write_meta()
