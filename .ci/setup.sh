@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what transfer's tests and demo need on a fresh Debian machine, once:
-#   - Debian's docker-registry (distribution 2.8), skopeo and apache2-utils, with apt, when missing;
+#   - Debian's docker-registry (distribution 2.8), skopeo, apache2-utils and openssl, with apt, when missing;
 #   - a virtual environment in .venv with transfer and its test dependencies.
 # Sourced by .ci/run and samples/demo.sh; safe to run again (it does nothing the second time).
 set -euo pipefail
@@ -10,6 +10,7 @@ _need_apt=()
 command -v docker-registry >/dev/null 2>&1 || _need_apt+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || _need_apt+=(skopeo)
 command -v htpasswd >/dev/null 2>&1 || _need_apt+=(apache2-utils)  # bcrypt htpasswd files for the auth tests
+command -v openssl >/dev/null 2>&1 || _need_apt+=(openssl)  # checks signatures independently in the tests
 if ((${#_need_apt[@]})); then
   _sudo=""
   [ "$(id -u)" = 0 ] || _sudo="sudo"

@@ -39,7 +39,7 @@ _EXPORTS = {
                         "RegistryError", "AuthenticationError", "NotFoundError", "RateLimitedError",
                         "UploadError", "RegistryUnreachableError", "IncompleteError", "PartOrderError",
                         "TransferInterrupted", "InvalidDigestError", "BundleBusyError", "JournalError",
-                        "UnsupportedBundleError"),
+                        "UnsupportedBundleError", "SignatureError"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -121,3 +121,4 @@ if TYPE_CHECKING:  # what type checkers see (each name re-exported explicitly)
     from transfer.errors import BundleBusyError as BundleBusyError
     from transfer.errors import JournalError as JournalError
     from transfer.errors import UnsupportedBundleError as UnsupportedBundleError
+    from transfer.errors import SignatureError as SignatureError

@@ -63,6 +63,11 @@ class UnsupportedBundleError(BundleError):
     """The bundle uses a format version or feature this build does not know."""
 
 
+class SignatureError(TransferError):
+    """A signature is missing, was made by a key that is not trusted, or does not match what it
+    claims to sign (a signed bundle, or an image under a signature policy)."""
+
+
 class LayoutError(TransferError):
     """An OCI image layout or a docker archive is malformed or hostile, or cannot hold what was
     asked of it (an index in a docker archive, a layer that is not a tar)."""
