@@ -152,3 +152,84 @@ def test_chunk_size_under_64_kib_is_refused(size):
     with pytest.raises(UsageError, match=r"chunk size .* is too small \(at least 64 KiB\)"):
         ChunkedUploader(size)
     assert ChunkedUploader(64 << 10).chunk_size == 64 << 10
+
+
+class _CountingSource:
+    """A blob source that counts reads and can fail from an offset on."""
+
+    def __init__(self, data: bytes, fail_at: int | None = None) -> None:
+        self.data, self.pos, self.reads, self.fail_at = data, 0, 0, fail_at
+
+    def read(self, n: int = -1) -> bytes:
+        self.reads += 1
+        if self.fail_at is not None and self.pos >= self.fail_at:
+            raise OSError("the source broke")
+        n = len(self.data) - self.pos if n is None or n < 0 else n
+        if self.fail_at is not None:
+            n = min(n, max(1, self.fail_at - self.pos))
+        out = self.data[self.pos:self.pos + n]
+        self.pos += len(out)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def _cursor(data: bytes, source: _CountingSource):
+    from transfer.digest import digest_bytes
+    from transfer.models import Descriptor
+    from transfer.registry.cursor import BlobCursor
+
+    desc = Descriptor(mediaType="application/octet-stream", digest=digest_bytes(data), size=len(data))
+    opened = []
+
+    def open_blob():
+        opened.append(1)
+        return source
+
+    return BlobCursor(open_blob, desc, may_stall=True), opened
+
+
+def test_a_spooled_source_reads_the_next_chunk_while_this_one_is_sent():
+    """The chunk after the one being sent is read by a thread (reading and sending overlap); the
+    next body is that spool, not a second read of the source."""
+    data = bytes(range(256)) * 40 * 1024  # 10 MiB
+    source = _CountingSource(data)
+    cursor, opened = _cursor(data, source)
+    mib = 1 << 20
+    first = cursor.body(0, 4 * mib, then=8 * mib)()
+    assert cursor.ahead_end(4 * mib) == 8 * mib
+    assert first.read() == data[:4 * mib]
+    cursor._ahead._thread.join(10)
+    assert source.pos == 8 * mib  # read ahead while the first chunk was being "sent"
+    reads = source.reads
+    second = cursor.body(4 * mib, 8 * mib, then=len(data))()
+    assert second.read() == data[4 * mib:8 * mib] and source.reads >= reads
+    assert cursor.body(4 * mib, 8 * mib)().read() == data[4 * mib:8 * mib]  # a resend: the same spool
+    last = cursor.body(8 * mib, len(data))()
+    assert last.read() == data[8 * mib:]
+    assert opened == [1]
+    cursor.close()
+
+
+def test_a_read_ahead_that_is_not_the_next_chunk_is_dropped_and_a_failure_surfaces_at_the_next_body():
+    from transfer.registry.cursor import SourceFailed
+
+    data = bytes(range(256)) * 16 * 1024  # 4 MiB
+    mib = 1 << 20
+    source = _CountingSource(data)
+    cursor, _ = _cursor(data, source)
+    assert cursor.body(0, mib, then=3 * mib)().read() == data[:mib]
+    # a smaller chunk is asked for (a 413 halved the bodies): the bytes still come out right
+    # (this source cannot rewind: the cursor reopens it from the start and reads forward)
+    source2 = _CountingSource(data)
+    cursor._open = lambda: source2
+    assert cursor.body(mib, 2 * mib)().read() == data[mib:2 * mib]
+    cursor.close()
+
+    broken = _CountingSource(data, fail_at=2 * mib)
+    cursor, _ = _cursor(data, broken)
+    assert cursor.body(0, mib, then=3 * mib)().read() == data[:mib]
+    with pytest.raises(SourceFailed, match="the source broke"):
+        cursor.body(mib, 3 * mib)()
+    cursor.close()

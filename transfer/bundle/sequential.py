@@ -55,7 +55,7 @@ class BundleStream:
     """A version 2 bundle read from ``stream`` (see the module doc). ``plan``, ``doc`` (meta,
     catalog and expected so far) and, once the stream ended, ``index`` (its last index)."""
 
-    traits: ClassVar[Traits] = Traits(may_stall=True)  # the writer at the other end may pause
+    traits: ClassVar[Traits] = Traits(may_stall=True)  # the writer at the other end may pause: chunks are spooled
 
     def __init__(self, stream: Readable, name: str = "-") -> None:
         self.path = name

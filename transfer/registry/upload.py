@@ -417,7 +417,10 @@ class _BlobUpload:
                 check(f"upload of blob {self.desc.digest}")
                 chunk = self._chunk(session)
                 self.up.note_chunk(self.client.host, chunk)
-                end = self._chunk_end(session, chunk, stop)
+                # a chunk already being read ahead is sent as it was cut (its size came from the
+                # rate known one chunk earlier)
+                end = self.cursor.ahead_end(session.offset) or self._chunk_end(session, chunk, stop)
+                end = min(end, stop)
             else:
                 end = size
             if end == size and (session.offset == size or self.settings.last_chunk_in_put):
@@ -426,8 +429,16 @@ class _BlobUpload:
                     return size
                 session = next_session
                 continue
-            session = self._patch(session, end)
+            session = self._patch(session, end, self._next_end(session, end, stop))
             self._save(session)
+
+    def _next_end(self, session: _Session, end: int, stop: int) -> int | None:
+        """Where the chunk after ``[offset, end)`` would end at the rate known now (None: none
+        follows before ``stop``)."""
+        if end >= stop:
+            return None
+        following = _Session(session.location, end, session.min_chunk)
+        return self._chunk_end(following, self._chunk(following), stop)
 
     def _chunk_end(self, session: _Session, chunk: int, stop: int) -> int:
         """Where the next chunk ends: ``chunk`` bytes on, at most ``stop``; when stopping early
@@ -439,10 +450,10 @@ class _BlobUpload:
             end = stop
         return end
 
-    def _patch(self, session: _Session, end: int) -> _Session:
+    def _patch(self, session: _Session, end: int, then: int | None = None) -> _Session:
         start, began = session.offset, self.up.clock()
         try:
-            status = self.client.patch_upload(session.location, self.repo, self.cursor.body(start, end),
+            status = self.client.patch_upload(session.location, self.repo, self.cursor.body(start, end, then),
                                               start, end - start)
         except RegistryError as exc:
             if self._smaller(exc, end - start):
