@@ -353,12 +353,28 @@ def _import_stream(stream: BinaryIO, name: str, target: str, opts: ImportOptions
         done = [p for p in plans if p.label in set(copier.stats.complete)]
         report = ImportReport(**counts(copier.stats, time.monotonic() - started), target=str(path),
                               upload=_upload_report(dst), tag_problems=verify_tags(dst, done, opts.jobs),
-                              notes=decisions.notes)
+                              notes=decisions.notes, signature=_stream_signature(src, name, progress))
     if not index.complete and not opts.allow_incomplete:
         raise IncompleteError(f"{name}: the bundle's export did not finish (its index is marked incomplete): what "
                               "it held was imported; pass --allow-incomplete to accept that", report)
     _raise_unless_done(report, copier.stats)
     return report
+
+
+def _stream_signature(src: BundleStream, name: str, progress: Progress) -> SignatureStatus | None:
+    """A signed stream imported without keys: say that its signature was not checked."""
+    from transfer.bundle.signing import decode_signature
+
+    if src.signature is None:
+        return None
+    try:
+        signed = decode_signature(src.signature, name)
+    except TransferError:
+        return SignatureStatus(signed=True, notes=["the signature record is malformed; it was not checked"])
+    note = (f"the bundle is signed (key {signed.key}), but the signature was not checked: a stream cannot be "
+            "checked before it is imported (import the file with --key PUB, or 'transfer verify - --key PUB')")
+    progress.message(f"note: {note}")
+    return SignatureStatus(signed=True, keys=[signed.key], algorithm=signed.algorithm, parts=[1], notes=[note])
 
 
 def _raise_unless_done(report: ImportReport, stats: CopyStats, *, final: bool = True) -> None:

@@ -81,7 +81,7 @@ def statement_difference(signed: bytes, actual: bytes) -> str:
              "final": "completeness", "parts": "the number of parts"}
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
-            return f"{names.get(key, key)} differ{'s' if key not in names or not names[key].endswith('s') else ''} from what was signed"
+            return f"{names.get(key, key)} differ{'s' if key not in names or not names[key].endswith('s') else ''}"
     return "the statement is not encoded canonically"
 
 
@@ -189,8 +189,10 @@ def _walk_one(fh: BinaryIO, walk: PartWalk, path: str) -> bool:
         return False
     if h.type in (fmt.PLAN, fmt.SIGNATURE):
         data = read_exact(PayloadReader(fh, h.stored_length, h.payload_crc, where), h.stored_length, where)
-        if len(data) != h.stored_length or zlib.crc32(data) != h.payload_crc:
-            raise CorruptBundleError(f"{where}: payload truncated or checksum mismatch")
+        if len(data) != h.stored_length:
+            raise CorruptBundleError(f"{where}: {fmt.RECORD_TYPES[h.type]} record payload truncated")
+        if zlib.crc32(data) != h.payload_crc:
+            raise CorruptBundleError(f"{where}: {fmt.RECORD_TYPES[h.type]} record payload checksum mismatch")
         if digest_bytes(data) != h.digest:
             raise CorruptBundleError(f"{where}: {fmt.RECORD_TYPES[h.type]} record digest mismatch")
         if h.type == fmt.PLAN:
@@ -258,9 +260,11 @@ def inspect_part(part: LoadedPart) -> PartCheck:
     walk = walk_part(part.path, part.records_end)
     check = PartCheck(part.number, what, False)
     try:
+        if walk.problem:
+            raise CorruptBundleError(walk.problem)
         if walk.end != part.records_end or not walk.stopped_at_index:
-            raise CorruptBundleError(f"{what}: the records do not end where the index starts"
-                                     + (f" ({walk.problem})" if walk.problem else ""))
+            raise CorruptBundleError(f"{what}: the records do not end where the index starts (a signing was "
+                                     "interrupted? sign it again)")
         check.parts = (part.doc, header_crcs(walk, part.doc, what), part_plan(part.doc, walk))
         if walk.signature is None:
             check.problem = f"{what}: not signed (no signature record)"
@@ -312,6 +316,15 @@ def inspect_bundle(reader: BundleReader, only: str | None = None) -> list[PartCh
         if only is None or part.path == only:
             checks.append(check)
     return checks
+
+
+def _claimed_previous(signed: bytes) -> str | None:
+    try:
+        obj = load_json(signed, "statement", CorruptBundleError, fmt.MAX_INDEX_SIZE)
+    except CorruptBundleError:
+        return None
+    prev = obj.get("previous") if isinstance(obj, dict) else None
+    return prev if isinstance(prev, str) else None
 
 
 def check_bundle(reader: BundleReader, keys: Sequence[PublicKey], only: str | None = None) -> list[PartCheck]:
