@@ -360,7 +360,8 @@ class StreamParts:
         self._previous: str | None = None
 
     def _reset(self, number: int) -> None:
-        self.number, self.crcs, self.plan = number, dict[int, int](), None
+        self.number, self.crcs = number, dict[int, int]()
+        self.plan: BundlePlan | None = None
         self.signature: bytes | None = None
         self.last_type: int | None = None
 

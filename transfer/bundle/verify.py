@@ -186,9 +186,9 @@ def _check_record(rec: Record, seen: _StreamSeen, report: VerifyReport) -> None:
         seen.signatures.index(report.bundle, seen.index)
         return
     if h.type != fmt.CONTENT:
-        data = rec.read_small()
-        apply_small_record(seen.doc, h, data, f"{report.bundle} offset {rec.offset}")
-        seen.signatures.record(rec.part, rec.offset, h, data, seen.doc.plan)
+        small = rec.read_small()
+        apply_small_record(seen.doc, h, small, f"{report.bundle} offset {rec.offset}")
+        seen.signatures.record(rec.part, rec.offset, h, small, seen.doc.plan)
         return
     seen.signatures.record(rec.part, rec.offset, h, None, None)
     if h.chunk_offset == 0:
