@@ -240,6 +240,10 @@ def test_every_damage_is_refused_before_anything_is_pushed(bundles, keys, fresh_
         assert "\n" not in line and line.startswith("transfer: error:") and words in line, (name, line)
         assert catalog(dest) == [], name
         assert run_cli(capsys, "verify", path, "--key", pub).code == 1, name
+    res = run_cli(capsys, "import", "--dry-run", bundles / "plain.bundle", dest.host, "--key", keys["site"][1])
+    assert res.code == 1 and "not signed" in res.err
+    res = run_cli(capsys, "import", "--dry-run", bundles / "signed.bundle", dest.host, "--key", keys["site"][1])
+    assert res.code == 0 and "would push" in res.out, res.err
 
 
 def test_a_swapped_part_of_a_split_bundle_is_refused(sample_layout, keys, tmp_path, fresh_registry, monkeypatch, capsys):

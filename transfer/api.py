@@ -426,10 +426,14 @@ def _lost_session(s: SpanningBlob, target: object) -> str:
 
 
 def import_plan(bundle: str, target: str, *, options: ImportOptions | None = None,
-                access: RegistryAccess | None = None) -> ImportPlanReport:
-    """What ``import_bundle`` would push and tag (``import --dry-run``); writes nothing."""
+                access: RegistryAccess | None = None, keys: Sequence[TrustedKey] = ()) -> ImportPlanReport:
+    """What ``import_bundle`` would push and tag (``import --dry-run``); writes nothing. With
+    ``keys``, the signature and statement of every part are checked first (SignatureError); the
+    records themselves are read back by the import."""
+    from transfer.bundle.signing import check_bundle
     from transfer.import_ import push_plan
 
+    trusted = _trusted(keys)
     opts = options or ImportOptions()
     if is_stream_path(bundle):
         raise UsageError(f"a dry run reads the bundle without importing it, so it needs a file, not {bundle}")
@@ -438,6 +442,8 @@ def import_plan(bundle: str, target: str, *, options: ImportOptions | None = Non
     with BundleReader(bundle) as reader:
         if reader.split and not reader.info.complete:
             raise UsageError("--dry-run needs every part of a split bundle together")
+        if trusted:
+            check_bundle(reader, trusted)
         plans = plan_imports(reader, reader.entries, mapping)
         with closing(RegistryStore((access or RegistryAccess()).client(path.registry))) as dst:
             _check_prune(bundle, reader, opts, False)

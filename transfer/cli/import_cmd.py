@@ -25,7 +25,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                    prune=args.prune, have=args.have)
     creds = access(args)
     if args.dry_run:
-        plan = transfer.api.import_plan(args.bundle, args.target, options=opts, access=creds)
+        plan = transfer.api.import_plan(args.bundle, args.target, options=opts, access=creds, keys=args.key or ())
         if plan.notes and not args.quiet and not args.json:
             print("\n".join(plan.notes), file=sys.stderr)
         emit(args, plan, _plan_lines(plan))
