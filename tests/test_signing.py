@@ -371,3 +371,18 @@ def test_sign_and_keygen_help_load_no_cryptography():
              "print('cryptography' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert done.stdout.strip().splitlines()[-1] == "False", done.stdout + done.stderr
+
+
+def test_a_signed_delta_bundle_covers_its_expected_blobs(sample_layout, keys, tmp_path):
+    layout, _ = sample_layout
+    api.export([], str(tmp_path / "old.bundle"), source=f"oci:{layout.root}:small")
+    report = api.export([], str(tmp_path / "d.bundle"), source=f"oci:{layout.root}", sign=keys["site"][0],
+                        options=ExportOptions(since=str(tmp_path / "old.bundle")))
+    assert report.expected_at_destination > 0
+    assert api.verify(str(tmp_path / "d.bundle"), keys=[keys["site"][1]]).ok
+
+    def forget_expected(doc):
+        doc.expected = doc.expected[1:]
+    rewrite_index(tmp_path / "d.bundle", forget_expected)
+    report = api.verify(str(tmp_path / "d.bundle"), keys=[keys["site"][1]])
+    assert not report.ok and "the blobs expected at the destination differ" in str(report.problems[-1])

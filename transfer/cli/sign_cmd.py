@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 
 from transfer.cli.common import emit
 from transfer.errors import UsageError
@@ -69,10 +70,11 @@ def cmd_sign(args: argparse.Namespace) -> int:
 def register(subparsers, parents) -> None:
     p = subparsers.add_parser(
         "keygen", parents=parents, help="make a key pair for signing bundles",
-        description="Make a key pair for signing bundles: PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub "
-        "(PEM public key). ECDSA P-256 with SHA-256 by default, which 'openssl dgst -sha256 -verify' and "
-        "'cosign verify-blob --key' check. The private key is encrypted with the passphrase in "
-        "$TRANSFER_KEY_PASSPHRASE, or one asked for at a terminal (empty: not encrypted).",
+        description=textwrap.fill(
+            "Make a key pair for signing bundles: PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub "
+            "(PEM public key). ECDSA P-256 with SHA-256 by default, which 'openssl dgst -sha256 -verify' and "
+            "'cosign verify-blob --key' check. The private key is encrypted with the passphrase in "
+            "$TRANSFER_KEY_PASSPHRASE, or one asked for at a terminal (empty: not encrypted).", 78),
         epilog=KEYGEN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("prefix", metavar="PREFIX", help="writes PREFIX.key and PREFIX.pub (neither may exist)")
     p.add_argument("--ed25519", action="store_true", help="an Ed25519 key pair instead of ECDSA P-256")
@@ -81,9 +83,10 @@ def register(subparsers, parents) -> None:
 
     p = subparsers.add_parser(
         "sign", parents=parents, help="sign an existing bundle",
-        description="Sign every part of a complete bundle in place: each part's tail becomes a signature "
-        "record over the part's statement (every record's digest and size, every image's repository, tags "
-        "and root, the export's metadata), then a new index. Holds the bundle's lock.",
+        description=textwrap.fill(
+            "Sign every part of a complete bundle in place: each part's tail becomes a signature "
+            "record over the part's statement (every record's digest and size, every image's repository, tags "
+            "and root, the export's metadata), then a new index. Holds the bundle's lock.", 78),
         epilog=SIGN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle", metavar="BUNDLE", help="the bundle file, or a split set's name (NAME for NAME.001, ...)")
     p.add_argument("--key", required=True, metavar="KEY", help=KEY_HELP)
