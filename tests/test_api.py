@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 API_DOC = ROOT / "docs" / "api.md"
 PUBLIC = ["transfer/__init__.py", "transfer/api.py", "transfer/options.py", "transfer/reports.py",
           "transfer/progress.py", "transfer/errors.py", "transfer/store.py", "transfer/engine.py",
-          "transfer/bundle/reader.py", "transfer/bundle/verify.py"]
+          "transfer/bundle/reader.py", "transfer/bundle/verify.py", "transfer/bundle/signing.py", "transfer/keys.py"]
 
 
 def doc_examples() -> str:
@@ -56,6 +56,8 @@ def test_the_examples_of_docs_api_run_against_real_registries(two_registries, sk
     assert "username='ci'" in printed and "secret" not in printed
     assert "differs: [('mirror/teams/blue/app', 'stray', 'extra')]" in printed
     assert "would delete: [('mirror/teams/blue/app', ['stray'])]" in printed and "removed sha256:" in printed
+    assert "signature checked: True" in printed and "refused, nothing pushed: " in printed
+    assert "not among the 1 trusted key(s)" in printed and (tmp_path / "site.statement.sig").is_file()
     for ref, manifest in images.items():
         assert skopeo.digest(dst, f"mirror/teams/blue/{ref.removeprefix('team/')}") == manifest.digest
     assert skopeo.digest(dst, "copies/app:1.0") == images["team/app:1.0"].digest

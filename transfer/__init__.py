@@ -8,7 +8,7 @@ The public API (docs/api.md)::
     report = transfer.import_bundle("site.bundle", "registry.local:5000/mirror")
 
 Jobs: ``export``, ``import_bundle``, ``import_plan``, ``copy``, ``inventory``, ``unpack``,
-``verify``, ``open_bundle``. Their options (``ExportOptions``, ``ImportOptions``, ...,
+``verify``, ``open_bundle``, ``sign``, ``keygen``. Their options (``ExportOptions``, ``ImportOptions``, ...,
 ``RegistryAccess``), reports (``ExportReport``, ``ImportReport``, ...), the ``Progress`` protocol
 and the exception tree (``TransferError`` and its subclasses) are importable from here too.
 
@@ -24,13 +24,13 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "transfer.api": ("export", "import_bundle", "import_plan", "copy", "inventory", "unpack", "verify",
-                     "recover", "list_remote", "open_bundle", "diff", "rm"),
+                     "recover", "list_remote", "open_bundle", "diff", "rm", "sign", "keygen"),
     "transfer.options": ("RegistryAccess", "ExportOptions", "ImportOptions", "CopyOptions", "UnpackOptions",
                          "InventoryOptions"),
     "transfer.reports": ("ExportReport", "ImportReport", "PartImportReport", "ImportPlanReport", "CopyReport",
                          "UnpackReport", "InventoryReport", "BundleListing", "Failure", "Waiting", "UploadReport",
                          "RecoverReport", "RemoteListing", "DiffReport", "TagDiff", "PruneReport", "Deletion",
-                         "RmReport"),
+                         "RmReport", "SignatureStatus", "SignReport", "KeygenReport"),
     "transfer.bundle.verify": ("VerifyReport",),
     "transfer.bundle.reader": ("BundleReader",),
     "transfer.progress": ("Progress", "NullProgress"),
@@ -72,6 +72,8 @@ if TYPE_CHECKING:  # what type checkers see (each name re-exported explicitly)
     from transfer.api import list_remote as list_remote
     from transfer.api import diff as diff
     from transfer.api import rm as rm
+    from transfer.api import sign as sign
+    from transfer.api import keygen as keygen
     from transfer.options import RegistryAccess as RegistryAccess
     from transfer.options import ExportOptions as ExportOptions
     from transfer.options import ImportOptions as ImportOptions
@@ -96,6 +98,9 @@ if TYPE_CHECKING:  # what type checkers see (each name re-exported explicitly)
     from transfer.reports import PruneReport as PruneReport
     from transfer.reports import Deletion as Deletion
     from transfer.reports import RmReport as RmReport
+    from transfer.reports import SignatureStatus as SignatureStatus
+    from transfer.reports import SignReport as SignReport
+    from transfer.reports import KeygenReport as KeygenReport
     from transfer.bundle.verify import VerifyReport as VerifyReport
     from transfer.bundle.reader import BundleReader as BundleReader
     from transfer.progress import Progress as Progress

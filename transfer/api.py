@@ -23,10 +23,12 @@ from transfer.bundle.format import BundlePlan
 from transfer.bundle.sequential import BundleIO, BundleStream, is_stream_path, stream_input
 from transfer.bundle.verify import VerifyReport, verify as verify_bundle, verify_stream
 from transfer.engine import Copier, CopyStats, parallel_map
-from transfer.errors import CorruptBundleError, IncompleteError, NotFoundError, TransferError, UsageError
+from transfer.errors import (CorruptBundleError, IncompleteError, NotFoundError, SignatureError, TransferError,
+                             UsageError)
 from transfer.import_ import (RepositoryMapping, SpanningBlob, TagDecisions, check_expected, decide_tags,
                               forget_finished, mount_expected, mount_homes, plan_imports, push_spanning, recorded_plans, verify_tags)
 from transfer.interop import RenamedSource, export_source
+from transfer.keys import ECDSA_P256, PrivateKey, PublicKey
 from transfer.models import Descriptor
 from transfer.inventories import build_inventory, load_have, write_inventory
 from transfer.options import (CopyOptions, ExportOptions, ImportOptions, InventoryOptions, RegistryAccess,
@@ -35,14 +37,18 @@ from transfer.progress import NullProgress, Progress
 from transfer.reference import Reference, RegistryPath
 from transfer.registry import RegistryStore
 from transfer.reports import (CopyReport, Deletion, DiffReport, ExportReport, ImportPlanReport, ImportReport,
-                              InventoryReport, PartImportReport, PruneReport, RecoverReport, RemoteListing,
-                              RemoteRepository, RmReport, SpanningReport, UnpackReport, UploadReport, Waiting, counts)
+                              InventoryReport, KeygenReport, PartImportReport, PruneReport, RecoverReport,
+                              RemoteListing, RemoteRepository, RmReport, SignatureStatus, SignReport, SpanningReport,
+                              UnpackReport, UploadReport, Waiting, counts)
 from transfer.restore import diff_tags, plan_prune, registry_tags, run_prune
 from transfer.selection import (CatalogFilter, Selection, declare_expected, is_referrer_tag, iter_plans,
                                 noting_platforms, parse_platforms, parse_reference_file, select_repositories)
 from transfer.store import ImagePlan, Source
 
 JOURNAL_MAX_AGE = 7 * 24 * 3600  # distribution purges unfinished uploads after 168 h
+
+SigningKey = str | os.PathLike[str] | PrivateKey  # a PEM private key file, or one loaded (transfer.keys)
+TrustedKey = str | os.PathLike[str] | PublicKey  # a PEM public key file, or one loaded
 
 
 def _output_stream(output: BundleIO) -> BinaryIO | None:
@@ -55,12 +61,17 @@ def _output_stream(output: BundleIO) -> BinaryIO | None:
 
 def export(images: Sequence[str], output: BundleIO, *, catalog: str | None = None, source: str | None = None,
            reference_files: Sequence[str] = (), options: ExportOptions | None = None,
-           access: RegistryAccess | None = None, progress: Progress | None = None) -> ExportReport:
+           access: RegistryAccess | None = None, progress: Progress | None = None,
+           sign: SigningKey | None = None) -> ExportReport:
     """Images (references like ``registry:5000/app:1.0``), a whole registry (``catalog="HOST"``)
     or another tool's files (``source="oci:DIR"`` / ``"docker-archive:FILE"``) into the bundle
     ``output``: a path (running it again continues it), or ``"-"`` (standard output) or a binary
-    stream, written front to back with bounded memory (one part; not continued)."""
+    stream, written front to back with bounded memory (one part; not continued). ``sign``: a
+    private key (path or ``transfer.keys.PrivateKey``) that signs every part as it is closed."""
+    from transfer.bundle.signing import load_signing_key
+
     opts, progress = options or ExportOptions(), progress or NullProgress()
+    key = load_signing_key(sign) if sign is not None else None  # before any work: a passphrase is asked now
     started, failures = time.monotonic(), list[tuple[str, str]]()
     src, selections, host = _export_source(list(images), list(reference_files), catalog, source, opts,
                                            access or RegistryAccess())
@@ -69,10 +80,11 @@ def export(images: Sequence[str], output: BundleIO, *, catalog: str | None = Non
         plans = noting_platforms(iter_plans(src, selections, platforms=parse_platforms(opts.platforms),
                                             referrers=opts.referrers, keep_going=opts.keep_going, failures=failures,
                                             lookups=opts.lookups, progress=progress), notes, progress)
-        stats, writer, expected = _write_bundle(src, plans, output, host, opts, progress, failures)
+        stats, writer, expected = _write_bundle(src, plans, output, host, opts, progress, failures, key)
+    signature = None if key is None else SignatureStatus(signed=True, keys=[key.fingerprint], algorithm=key.algorithm)
     report = ExportReport(**counts(stats, time.monotonic() - started), bundle=writer.path, complete=not stats.failures,
                           expected_at_destination=expected, bytes_written=writer.bytes_written,
-                          platform_notes=notes)
+                          platform_notes=notes, signature=signature)
     if stats.failures:
         raise IncompleteError(f"{len(stats.failures)} image(s) failed; {writer.path} is left incomplete "
                               "(fix the cause and run the same command again to finish it)", report)
@@ -80,14 +92,15 @@ def export(images: Sequence[str], output: BundleIO, *, catalog: str | None = Non
 
 
 def _write_bundle(src: Source, planned: Iterable[ImagePlan], output: BundleIO, host: str, opts: ExportOptions,
-                  progress: Progress, failures: list[tuple[str, str]]) -> tuple[CopyStats, BundleWriter, int]:
+                  progress: Progress, failures: list[tuple[str, str]],
+                  key: PrivateKey | None = None) -> tuple[CopyStats, BundleWriter, int]:
     """Copy the plans into the bundle; with any failure (``failures``: those of planning) the
     bundle is left unfinished, never marked complete. Format version 2 writes the plan and every
     manifest before the first blob, so the planning (parallel, transfer.selection.iter_plans)
     finishes before the blobs move."""
     plans = list(planned)
     writer = BundleWriter(_output_stream(output) or output, split_size=opts.split_size, level=opts.level, threads=opts.threads,
-                          source_registry=host)
+                          source_registry=host, sign=key)
     with writer:
         expected = declare_expected(writer, plans, load_have(opts.have, opts.since)) if opts.have or opts.since else 0
         early = writer.set_plan(BundlePlan(tuple(plans)))  # the plan and the manifests before any blob
@@ -184,15 +197,27 @@ def _upload_report(store: RegistryStore) -> UploadReport:
 
 
 def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | None = None,
-                  access: RegistryAccess | None = None, progress: Progress | None = None) -> ImportReport:
+                  access: RegistryAccess | None = None, progress: Progress | None = None,
+                  keys: Sequence[TrustedKey] = ()) -> ImportReport:
     """Push every image of ``bundle`` to ``target`` (``HOST[:PORT][/PREFIX]``): blobs, then child
     manifests, then roots, then tags; every written tag checked afterwards. Given the parts of a
     split set present, imports what they allow (a ``PartImportReport`` says what waits).
 
     ``bundle`` may be ``"-"`` (standard input), a binary stream, or a FIFO: it is then read once,
     front to back, blobs uploaded as they pass and each image finished as soon as its last blob
-    has; a stream cut short keeps what reached the registry, and the same import again skips it."""
+    has; a stream cut short keeps what reached the registry, and the same import again skips it.
+
+    ``keys``: trusted public keys (paths or ``transfer.keys.PublicKey``); the bundle must be signed
+    by one of them, its statement must match it, and every record is read back against what was
+    signed (a verifying pass, reading the bundle once more) before anything is pushed; otherwise
+    ``SignatureError`` and nothing reaches the registry. A stream is refused with keys (its
+    signature comes at its end, after the images would be pushed)."""
+    trusted = _trusted(keys)
     stream = stream_input(bundle)
+    if stream is not None and trusted:
+        raise UsageError(f"--key cannot check a bundle read from a stream before importing it: its signature comes at "
+                         f"the end, after the images would be pushed; save it to a file and import that (or "
+                         f"check the stream with 'transfer verify - --key PUB' first)")
     if stream is not None:
         return _import_stream(*stream, target, options or ImportOptions(), access or RegistryAccess(),
                               progress or NullProgress())
@@ -206,6 +231,7 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
             raise TransferError(f"{bundle} is incomplete (its export did not finish); finish the "
                                 "export, or pass --allow-incomplete to import what it holds")
         _check_prune(bundle, reader, opts, by_parts)
+        signature = _import_signature(reader, trusted, progress or NullProgress())
         plans = recorded_plans(reader, mapping) if by_parts else plan_imports(reader, reader.entries, mapping)
         with closing(upload_store(access or RegistryAccess(), path.registry, opts, os.path.abspath(bundle))) as dst:
             decisions, pruning = _prepare_import(dst, reader.expected, plans, opts, progress or NullProgress())
@@ -219,6 +245,7 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
             fields: dict[str, Any] = dict(counts(stats, time.monotonic() - started), target=str(path), upload=_upload_report(dst),
                           tag_problems=verify_tags(dst, done, opts.jobs, known=decisions.tagged | dst.confirmed_tags)
                           if final else [], notes=decisions.notes)
+            fields["signature"] = signature
             if by_parts:
                 return _part_report(bundle, target, reader, stats, spanning, fields)
             report = ImportReport(**fields)
@@ -226,6 +253,35 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
             if pruning is not None:  # everything is pushed and checked: now delete what the bundle lacks
                 report.prune = run_prune(dst, pruning)
     return report
+
+
+def _trusted(keys: Sequence[TrustedKey]) -> list[PublicKey]:
+    from transfer.bundle.signing import load_trusted_keys
+
+    return load_trusted_keys(keys) if keys else []
+
+
+def _import_signature(reader: BundleReader, trusted: list[PublicKey], progress: Progress) -> SignatureStatus | None:
+    """With trusted keys: check every part's signature and statement, then read every record back
+    against what was signed (a verifying pass), before anything is pushed; SignatureError names
+    the first thing that fails. Without: whether the bundle is signed (then said: not checked)."""
+    from transfer.bundle import signing
+
+    if not trusted:
+        first = signing.inspect_part(reader.parts[0])
+        if not first.signed:
+            return None
+        note = (f"the bundle is signed (key {first.key}), but the signature was not checked: "
+                "pass --key PUB (keys=) to check it")
+        progress.message(f"note: {note}")
+        return SignatureStatus(signed=True, keys=[first.key or ""], algorithm=first.algorithm,
+                               parts=[first.number], notes=[note])
+    checks = signing.check_bundle(reader, trusted)
+    problems = [p for p in verify_bundle(reader.base if reader.split else reader.path).problems
+                if not p.message.startswith("INCOMPLETE")]
+    if problems:
+        raise SignatureError(f"{reader.path}: refused, the bundle does not match what was signed: {problems[0]}")
+    return signing.status(checks, checked=True)
 
 
 def _prepare_import(dst: RegistryStore, expected: list[Descriptor], plans: list[ImagePlan], opts: ImportOptions,
@@ -297,12 +353,28 @@ def _import_stream(stream: BinaryIO, name: str, target: str, opts: ImportOptions
         done = [p for p in plans if p.label in set(copier.stats.complete)]
         report = ImportReport(**counts(copier.stats, time.monotonic() - started), target=str(path),
                               upload=_upload_report(dst), tag_problems=verify_tags(dst, done, opts.jobs),
-                              notes=decisions.notes)
+                              notes=decisions.notes, signature=_stream_signature(src, name, progress))
     if not index.complete and not opts.allow_incomplete:
         raise IncompleteError(f"{name}: the bundle's export did not finish (its index is marked incomplete): what "
                               "it held was imported; pass --allow-incomplete to accept that", report)
     _raise_unless_done(report, copier.stats)
     return report
+
+
+def _stream_signature(src: BundleStream, name: str, progress: Progress) -> SignatureStatus | None:
+    """A signed stream imported without keys: say that its signature was not checked."""
+    from transfer.bundle.signing import decode_signature
+
+    if src.signature is None:
+        return None
+    try:
+        signed = decode_signature(src.signature, name)
+    except TransferError:
+        return SignatureStatus(signed=True, notes=["the signature record is malformed; it was not checked"])
+    note = (f"the bundle is signed (key {signed.key}), but the signature was not checked: a stream cannot be "
+            "checked before it is imported (import the file with --key PUB, or 'transfer verify - --key PUB')")
+    progress.message(f"note: {note}")
+    return SignatureStatus(signed=True, keys=[signed.key], algorithm=signed.algorithm, parts=[1], notes=[note])
 
 
 def _raise_unless_done(report: ImportReport, stats: CopyStats, *, final: bool = True) -> None:
@@ -354,10 +426,14 @@ def _lost_session(s: SpanningBlob, target: object) -> str:
 
 
 def import_plan(bundle: str, target: str, *, options: ImportOptions | None = None,
-                access: RegistryAccess | None = None) -> ImportPlanReport:
-    """What ``import_bundle`` would push and tag (``import --dry-run``); writes nothing."""
+                access: RegistryAccess | None = None, keys: Sequence[TrustedKey] = ()) -> ImportPlanReport:
+    """What ``import_bundle`` would push and tag (``import --dry-run``); writes nothing. With
+    ``keys``, the signature and statement of every part are checked first (SignatureError); the
+    records themselves are read back by the import."""
+    from transfer.bundle.signing import check_bundle
     from transfer.import_ import push_plan
 
+    trusted = _trusted(keys)
     opts = options or ImportOptions()
     if is_stream_path(bundle):
         raise UsageError(f"a dry run reads the bundle without importing it, so it needs a file, not {bundle}")
@@ -366,6 +442,8 @@ def import_plan(bundle: str, target: str, *, options: ImportOptions | None = Non
     with BundleReader(bundle) as reader:
         if reader.split and not reader.info.complete:
             raise UsageError("--dry-run needs every part of a split bundle together")
+        if trusted:
+            check_bundle(reader, trusted)
         plans = plan_imports(reader, reader.entries, mapping)
         with closing(RegistryStore((access or RegistryAccess()).client(path.registry))) as dst:
             _check_prune(bundle, reader, opts, False)
@@ -526,20 +604,96 @@ def unpack(bundle: str, *, oci: str | None = None, docker_archive: str | BinaryI
                         format="oci" if oci else "docker-archive", names=names, notes=notes)
 
 
-def verify(bundle: BundleIO, *, repair: bool = False) -> VerifyReport:
+def verify(bundle: BundleIO, *, repair: bool = False, keys: Sequence[TrustedKey] = (),
+           statement: str | None = None) -> VerifyReport:
     """Check every record, index and manifest graph of ``bundle`` (or of one part ``NAME.00N``);
     ``repair``: also rebuild a missing or damaged index. Problems are in the report (``ok``).
-    ``"-"``, a binary stream or a FIFO is read once, front to back (nothing to repair there)."""
+    ``"-"``, a binary stream or a FIFO is read once, front to back (nothing to repair there).
+
+    ``keys``: trusted public keys; then every part read must be signed by one of them and its
+    statement recomputed from the bundle must equal the signed one (a problem otherwise). The
+    report's ``signature`` says whether the bundle is signed, by which keys, and if it was checked.
+    ``statement``: write each part's signed statement to this path (a split set: ``PATH.00N``)
+    and its signature to ``PATH.sig``, for ``openssl dgst -sha256 -verify KEY.pub -signature
+    PATH.sig PATH``."""
+    trusted = _trusted(keys)
     stream = stream_input(bundle)
     if stream is not None:
         if repair:
             raise UsageError("--repair rewrites a bundle file; a stream cannot be repaired")
-        return verify_stream(*stream)
+        if statement is not None:
+            raise UsageError("--print-statement needs the bundle as a file")
+        return verify_stream(*stream, keys=trusted)
     assert isinstance(bundle, str)
     report = verify_bundle(bundle)
     if repair and report.damaged_index:
         report.repaired_parts = rewrite_index(bundle)["parts"]
+    _verify_signature(bundle, report, trusted, statement)
     return report
+
+
+def _verify_signature(bundle: str, report: VerifyReport, trusted: list[PublicKey], statement: str | None) -> None:
+    from transfer.bundle import signing
+    from transfer.bundle.verify import Problem
+
+    with BundleReader(bundle, recover=True) as reader:
+        only = reader.path if reader.split and reader.path != reader.base else None
+        checks = signing.inspect_bundle(reader, only)
+    if not any(c.signed for c in checks) and not trusted:
+        if statement is not None:
+            raise SignatureError(f"{bundle}: not signed: there is no statement to print")
+        return
+    failed = False
+    for check in checks:
+        if trusted:
+            try:
+                signing.check_part(check, trusted)
+            except SignatureError as exc:
+                failed = True
+                report.problems.append(Problem(digest=None, message=f"signature: {exc}"))
+        elif check.problem and check.signed:
+            report.notes.append(f"signature: {check.problem}")
+    report.signature = signing.status(checks, checked=bool(trusted) and not failed)
+    if statement is not None:
+        _write_statements(statement, [c for c in checks if c.signed_statement is not None], len(checks) > 1)
+
+
+def _write_statements(path: str, checks: list[Any], numbered: bool) -> None:
+    for check in checks:
+        name = f"{path}.{check.number:03d}" if numbered else path
+        with open(name, "wb") as f:
+            f.write(check.signed_statement)
+        with open(name + ".sig", "wb") as f:
+            f.write(check.signature)
+
+
+def sign(bundle: str, key: SigningKey) -> SignReport:
+    """Sign every part of the complete bundle ``bundle`` with ``key`` (a PEM private key path,
+    or a ``transfer.keys.PrivateKey``), in place: each part's tail becomes its SIGNATURE record,
+    a new INDEX and trailer; a signature already there is replaced (one signer per bundle). Holds
+    the bundle's lock; a kill at any moment leaves a bundle that reads and can be signed again."""
+    from transfer.bundle.signing import load_signing_key, sign_bundle
+
+    if is_stream_path(bundle):
+        raise UsageError(f"sign rewrites a bundle file in place, not a stream ({bundle}); sign while exporting: "
+                         "export --sign KEY -o -")
+    private = load_signing_key(key)
+    parts, replaced = sign_bundle(bundle, private)
+    return SignReport(bundle=bundle, parts=parts, key=private.fingerprint, algorithm=private.algorithm,
+                      replaced=replaced)
+
+
+def keygen(prefix: str, *, algorithm: str = ECDSA_P256, passphrase: bytes | None = None) -> KeygenReport:
+    """Make a signing key pair: ``PREFIX.key`` (PKCS#8 PEM, mode 0600, encrypted when a
+    ``passphrase`` is given) and ``PREFIX.pub`` (SubjectPublicKeyInfo PEM). ``algorithm``:
+    ``"ecdsa-p256-sha256"`` (default; openssl and cosign verify it) or ``"ed25519"``. Neither
+    file may exist."""
+    from transfer.keys import generate
+
+    private, public = f"{prefix}.key", f"{prefix}.pub"
+    key = generate(private, public, algorithm=algorithm, passphrase=passphrase or None)
+    return KeygenReport(private_key=private, public_key=public, algorithm=key.algorithm, fingerprint=key.fingerprint,
+                        encrypted=bool(passphrase))
 
 
 def recover(bundle: str, *, mark_complete: bool = False) -> RecoverReport:

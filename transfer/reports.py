@@ -65,12 +65,48 @@ class UploadReport(BaseModel):
     notes: list[str] = Field(default_factory=list)  # e.g. a chunk size raised to a registry's minimum
 
 
+class SignatureStatus(BaseModel):
+    """A bundle's signature as a job found it (``signature`` of the export, import, verify and
+    sign reports). ``checked``: verified with a trusted key (``keys=`` / ``--key``), every part
+    read, its recomputed statement equal to the signed one; an import or verify with keys refuses
+    a bundle that fails, so a report with keys always says ``checked``."""
+
+    model_config = ConfigDict(defer_build=True)
+    signed: bool  # every part read carries a signature
+    checked: bool = False
+    keys: list[str] = Field(default_factory=list)  # sha256 fingerprints of the keys that signed it
+    algorithm: str | None = None  # "ecdsa-p256-sha256" or "ed25519"
+    parts: list[int] = Field(default_factory=list)  # the parts read
+    notes: list[str] = Field(default_factory=list)  # e.g. "not checked: no key given"
+
+
 class ExportReport(CopyCounts):
     bundle: str  # the bundle's path (a split set's name)
     complete: bool  # False: images failed, the bundle is left unfinished (run again to finish it)
     expected_at_destination: int = 0  # delta: blobs left out, expected at the destination
     bytes_written: int = 0
     platform_notes: list[str] = Field(default_factory=list)
+    signature: SignatureStatus | None = None  # with sign=: every part signed by that key
+
+
+class SignReport(Report):
+    """What ``transfer.sign`` did: every part of the bundle signed by ``key``."""
+
+    bundle: str
+    parts: list[int]
+    key: str  # sha256 fingerprint of the public key
+    algorithm: str
+    replaced: int = 0  # parts whose earlier signature was replaced
+
+
+class KeygenReport(Report):
+    """A key pair made by ``transfer.keygen``."""
+
+    private_key: str  # path (mode 0600)
+    public_key: str
+    algorithm: str
+    fingerprint: str
+    encrypted: bool  # the private key is protected by a passphrase
 
 
 class Deletion(BaseModel):
@@ -134,6 +170,7 @@ class ImportReport(CopyCounts):
     tag_problems: list[str] = Field(default_factory=list)  # tags not at the bundle's digest afterwards
     notes: list[str] = Field(default_factory=list)  # tag decisions (--on-existing), lost sessions
     prune: PruneReport | None = None  # with --prune: what was deleted
+    signature: SignatureStatus | None = None  # None: the bundle is not signed and no key was given
 
 
 class SpanningReport(BaseModel):

@@ -43,7 +43,7 @@ TRAILER_COMPLETE = 1
 TRAILER_FINAL = 2
 
 # Record types
-META, CONTENT, ROOT, EXPECT, INDEX, PLAN, SIGNATURE = 1, 2, 3, 4, 5, 6, 7  # SIGNATURE: reserved, skipped
+META, CONTENT, ROOT, EXPECT, INDEX, PLAN, SIGNATURE = 1, 2, 3, 4, 5, 6, 7  # SIGNATURE: read by transfer.bundle.signing, skipped by readers
 RECORD_TYPES = {META: "meta", CONTENT: "content", ROOT: "root", EXPECT: "expect", INDEX: "index", PLAN: "plan",
                 SIGNATURE: "signature"}
 # Codecs
@@ -195,7 +195,7 @@ def check_record_header(h: RecordHeader, what: str) -> None:
         raise CorruptBundleError(f"{what}: record for {h.digest} declares impossible sizes")
     if h.codec == NONE and h.stored_length != h.chunk_length:
         raise CorruptBundleError(f"{what}: stored record for {h.digest} has mismatched lengths")
-    limit = MAX_INDEX_SIZE if h.type in (INDEX, PLAN) else MAX_SMALL_RECORD
+    limit = MAX_INDEX_SIZE if h.type in (INDEX, PLAN, SIGNATURE) else MAX_SMALL_RECORD
     if h.type != CONTENT and (h.codec != NONE or not h.whole or h.size > limit):
         raise CorruptBundleError(f"{what}: {RECORD_TYPES[h.type]} record is malformed or too large")
 

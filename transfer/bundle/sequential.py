@@ -61,6 +61,7 @@ class BundleStream:
         self.path = name
         self.doc = IndexDoc(1, "", False, False, None, "", "", "", [], [], [])
         self.index: IndexDoc | None = None
+        self.signature: bytes | None = None  # the payload of the last SIGNATURE record read (not checked here)
         self.records = self.bytes = 0
         self._records: Iterator[Record] = iter_records(stream, name)
         self._head: Record | None = None
@@ -111,7 +112,10 @@ class BundleStream:
             if h.type == fmt.INDEX:
                 self.index = fmt.decode_index(rec.read_small(), rec.offset, self.path)
             elif h.type != fmt.CONTENT:
-                apply_small_record(self.doc, h, rec.read_small(), f"{self.path} offset {rec.offset}")
+                data = rec.read_small()
+                apply_small_record(self.doc, h, data, f"{self.path} offset {rec.offset}")
+                if h.type == fmt.SIGNATURE:
+                    self.signature = data
             elif _is_manifest(h.media_type, h.size) and h.whole:
                 self._keep_manifest(rec)
             else:

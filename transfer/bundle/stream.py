@@ -241,7 +241,7 @@ def apply_small_record(doc: IndexDoc, h: RecordHeader, data: bytes, what: str) -
     readers); a later plan replaces an earlier one."""
     if digest_bytes(data) != h.digest:
         raise CorruptBundleError(f"{what}: {fmt.RECORD_TYPES[h.type]} record digest mismatch")
-    limit = fmt.MAX_INDEX_SIZE if h.type == fmt.PLAN else fmt.MAX_SMALL_RECORD
+    limit = fmt.MAX_INDEX_SIZE if h.type in (fmt.PLAN, fmt.SIGNATURE) else fmt.MAX_SMALL_RECORD
     obj = load_json(data, f"{what}: {fmt.RECORD_TYPES[h.type]} record", CorruptBundleError, limit)
     if h.type == fmt.PLAN:
         doc.plan = fmt.decode_plan(obj, f"{what} plan")

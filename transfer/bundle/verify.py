@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 from pydantic import BaseModel, Field, computed_field
 
@@ -16,6 +17,7 @@ from transfer.bundle.stream import Record, apply_small_record, iter_records, ope
 from transfer.digest import READ_SIZE, Digester, Readable
 from transfer.errors import TransferError
 from transfer.models import MAX_MANIFEST_SIZE, is_manifest_type, parse_manifest
+from transfer.reports import SignatureStatus
 from transfer.store import read_manifest
 
 
@@ -38,6 +40,7 @@ class VerifyReport(BaseModel):
     complete: bool = False
     damaged_index: bool = Field(default=False, exclude=True)  # an index is missing or damaged (recover rebuilds it)
     repaired_parts: list[int] = Field(default_factory=list, exclude=True)  # parts whose index --repair rebuilt
+    signature: SignatureStatus | None = None  # None: not signed, and no key given
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -138,18 +141,23 @@ def _missing(report: VerifyReport, strict: bool, problem: Problem) -> None:
         report.notes.append(f"{problem} (may be in a part not present)")
 
 
-def verify_stream(stream: Readable, name: str = "-") -> VerifyReport:
+def verify_stream(stream: Readable, name: str = "-", keys: Sequence[Any] = ()) -> VerifyReport:
     """Check a bundle read once, front to back (a pipe): every record's checksum, length and
     digest, every index against the records met, and every manifest's children present (or
-    expected). Memory: one record at a time, and the children of each manifest."""
+    expected). Memory: one record at a time, and the children of each manifest. ``keys``
+    (``transfer.keys.PublicKey``): every part must be signed by one of them, its statement
+    recomputed from the records met equal to the signed one."""
+    from transfer.bundle.signing import StreamParts
+
     report = VerifyReport(bundle=name)
-    seen = _StreamSeen()
+    seen = _StreamSeen(signatures=StreamParts())
     try:
         for rec in iter_records(stream, name):
             _check_record(rec, seen, report)
     except TransferError as exc:
         report.problems.append(Problem(digest=None, message=f"stream cut short or damaged: {exc}"))
         return report
+    _stream_signatures(seen, report, keys)
     report.complete = seen.index is not None and seen.index.complete
     if not report.complete:
         report.problems.append(Problem(digest=None, message="INCOMPLETE: the export did not finish (no index marked complete)"))
@@ -165,6 +173,7 @@ class _StreamSeen:
     index: IndexDoc | None = None
     doc: IndexDoc = field(default_factory=lambda: IndexDoc(1, "", False, False, None, "", "", "", [], [], []))
     digester: tuple[str, Digester] | None = None
+    signatures: Any = None  # transfer.bundle.signing.StreamParts
 
 
 def _check_record(rec: Record, seen: _StreamSeen, report: VerifyReport) -> None:
@@ -174,10 +183,14 @@ def _check_record(rec: Record, seen: _StreamSeen, report: VerifyReport) -> None:
         met = {(p, o, d, c) for p, o, d, c in seen.listed if p == rec.part}
         if {(rec.part, c.offset, c.digest, c.chunk_offset) for c in seen.index.chunks} != met:
             report.problems.append(Problem(digest=None, message=f"part {rec.part}: the index does not list the records met"))
+        seen.signatures.index(report.bundle, seen.index)
         return
     if h.type != fmt.CONTENT:
-        apply_small_record(seen.doc, h, rec.read_small(), f"{report.bundle} offset {rec.offset}")
+        small = rec.read_small()
+        apply_small_record(seen.doc, h, small, f"{report.bundle} offset {rec.offset}")
+        seen.signatures.record(rec.part, rec.offset, h, small, seen.doc.plan)
         return
+    seen.signatures.record(rec.part, rec.offset, h, None, None)
     if h.chunk_offset == 0:
         seen.digester = (h.digest, Digester.for_digest(h.digest))
     keep = is_manifest_type(h.media_type) and h.size <= MAX_MANIFEST_SIZE
@@ -194,6 +207,22 @@ def _check_record(rec: Record, seen: _StreamSeen, report: VerifyReport) -> None:
         elif keep and data is not None:
             view = parse_manifest(data, h.media_type, h.digest)
             seen.children[h.digest] = [c.digest for c in view.children()]
+
+
+def _stream_signatures(seen: _StreamSeen, report: VerifyReport, keys: Sequence[Any]) -> None:
+    from transfer.bundle.signing import check_part, status
+
+    checks = seen.signatures.checks
+    if not keys and not any(c.signed for c in checks):
+        return
+    failed = False
+    for check in checks if keys else ():
+        try:
+            check_part(check, keys)
+        except TransferError as exc:
+            failed = True
+            report.problems.append(Problem(digest=None, message=f"signature: {exc}"))
+    report.signature = status(checks, checked=bool(keys) and not failed)
 
 
 def _read_chunk(rec: Record, seen: _StreamSeen, keep: bool) -> bytes | None:

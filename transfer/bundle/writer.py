@@ -21,7 +21,7 @@ import queue
 import threading
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, ClassVar, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Union
 
 import zstandard
 
@@ -37,6 +37,9 @@ from transfer.interrupt import check as check_stop
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor, Platform, parse_manifest
 from transfer.reference import validate_repository, validate_tag
 from transfer.store import BlobOpener, Traits, check_output_file
+
+if TYPE_CHECKING:
+    from transfer.keys import PrivateKey
 
 MIN_SPLIT_SIZE = fmt.MIN_SPLIT_SIZE
 CHECKPOINT = 16 << 20  # a large content is stored as segments of this many bytes: a killed export keeps them
@@ -102,6 +105,8 @@ class _Part:
     fh: Any  # a file, or a StreamOut
     chunks: list[ChunkEntry] = field(default_factory=list)
     chunk_bytes: int = 0  # JSON bytes the chunk entries add to this part's index
+    crcs: dict[int, int] = field(default_factory=dict)  # payload CRC of the record at each offset (signing)
+    plan: BundlePlan | None = None  # of the last PLAN record in this part (signing)
 
 
 class _Pipeline:
@@ -254,16 +259,19 @@ def _bytes_opener(desc: Descriptor, raw: bytes) -> Any:
     return lambda: VerifyingReader(io.BytesIO(raw), desc.digest, desc.size, f"manifest {desc.digest}")
 
 
+def index_bytes(data: bytes, start: int, flags: int) -> bytes:
+    """The INDEX record holding ``data`` and the trailer after it, for an index starting at ``start``."""
+    digest = digest_bytes(data)
+    h = RecordHeader(fmt.INDEX, fmt.NONE, digest, fmt.INDEX_TYPE, len(data), 0, len(data), len(data), zlib.crc32(data))
+    return (fmt.encode_record_header(h) + data
+            + fmt.encode_trailer(fmt.Trailer(start, len(data), bytes.fromhex(digest[7:]), flags)))
+
+
 def append_index(fh: Any, doc: IndexDoc) -> int:
     """Write the index record and trailer at the current position, end the file there and sync
     it (a stream: flush it); return the file's size."""
-    data = fmt.encode_index(doc)
-    digest = digest_bytes(data)
-    start = fh.tell()
-    h = RecordHeader(fmt.INDEX, fmt.NONE, digest, fmt.INDEX_TYPE, len(data), 0, len(data), len(data), zlib.crc32(data))
     flags = fmt.TRAILER_COMPLETE | fmt.TRAILER_FINAL if doc.complete else 0
-    fh.write(fmt.encode_record_header(h) + data)
-    fh.write(fmt.encode_trailer(fmt.Trailer(start, len(data), bytes.fromhex(digest[7:]), flags)))
+    fh.write(index_bytes(fmt.encode_index(doc), fh.tell(), flags))
     if isinstance(fh, StreamOut):
         fh.flush()
         return fh.tell()
@@ -289,6 +297,7 @@ class BundleWriter:
         created: dt.datetime | str | None = None,
         overwrite: bool = False,
         checkpoint: int = CHECKPOINT,
+        sign: PrivateKey | None = None,
     ) -> None:
         if split_size is not None and split_size < MIN_SPLIT_SIZE:
             raise BundleError(f"split size {split_size} is too small (at least {MIN_SPLIT_SIZE} bytes)")
@@ -312,6 +321,8 @@ class BundleWriter:
         self.bytes_written = self.blobs_written = 0
         self._closed = False
         self._lock = threading.RLock()  # one record at a time, whichever thread pushes
+        self._signer = sign
+        self._statements: dict[int, str] = {}  # signing: each part's statement digest (the next part names it)
         if self._stream is not None:  # a fresh stream: nothing to lock, continue or remove
             self._file_lock = None
             self._fresh()
@@ -369,7 +380,10 @@ class BundleWriter:
     def _index_reserve(self) -> int:
         """Bytes to keep free at the end of the part for its index record and trailer."""
         fixed = 2048 + len(self.created) + len(self.source_registry) * 6 + len(__version__)
-        return fixed + self._shared_bytes + self._plan_bytes + self._part.chunk_bytes + fmt.TRAILER_SIZE
+        index = fixed + self._shared_bytes + self._plan_bytes + self._part.chunk_bytes + fmt.TRAILER_SIZE
+        if self._signer is not None:  # the signature record: a statement smaller than the index, JSON-escaped
+            index += 2048 + (self._shared_bytes + self._part.chunk_bytes) * 5 // 4 + self._plan_bytes * 2
+        return index
 
     def _room(self, needed: int) -> bool:
         if self.split_size is None:
@@ -394,10 +408,24 @@ class BundleWriter:
             self.created, __version__, self.source_registry, part.chunks,
             list(self._catalog.values()), list(self._expected.values()), self._plan, self.version,
         )
+        if self._signer is not None:
+            self._sign_part(part, doc)
         end = append_index(part.fh, doc)
         part.fh.close()
         if self.split_size is not None and end > self.split_size:
             raise BundleError(f"{part.path}: the index outgrew the split size (a bug: please report)")
+
+    def _sign_part(self, part: _Part, doc: IndexDoc) -> None:
+        """The part's SIGNATURE record, the last before its index (docs/bundle-format.md, "Signatures")."""
+        from transfer.bundle import signing
+
+        assert self._signer is not None
+        body = signing.statement(doc, part.crcs, doc.plan if doc.plan is not None else part.plan,
+                                 self._statements.get(part.number - 1))
+        record = signing.signature_record(signing.signature_payload(self._signer, body))
+        part.fh.write(record)
+        self.bytes_written += len(record)
+        self._statements[part.number] = signing.statement_digest(body)
 
     # ---- resuming -----------------------------------------------------------------------------
 
@@ -416,13 +444,37 @@ class BundleWriter:
         self.source_registry = first.doc.source_registry or self.source_registry
         for part in loaded:
             self._load(part)
+        end, walk = self._resume_signing(loaded)
         fh = open(last.path, "r+b")
-        fh.truncate(last.records_end)
-        fh.seek(last.records_end)
-        self._parts.append(_Part(last.number, last.path, fh, list(last.doc.chunks)))
+        fh.truncate(end)
+        fh.seek(end)
+        self._parts.append(_Part(last.number, last.path, fh, list(last.doc.chunks), crcs=walk.crcs, plan=walk.plan))
         self._part.chunk_bytes = sum(len(fmt.dumps(c.to_json())) + 1 for c in last.doc.chunks)
         if last.records_end == fmt.FILE_HEADER_SIZE:  # its META record was torn
             self._write_meta()
+
+    def _resume_signing(self, loaded: list[LoadedPart]) -> tuple[int, Any]:
+        """Where the reopened last part's records end, without its signature (appending
+        invalidates it), and its walk; with a key, sign the earlier parts that are not signed by
+        it yet, and learn the statement the reopened part's will follow."""
+        from transfer.bundle import signing
+
+        last = loaded[-1]
+        walk = signing.walk_part(last.path, last.records_end)
+        end = walk.last_offset if walk.signed_last and walk.end == last.records_end else last.records_end
+        if self._signer is not None and self.version < 2:
+            raise BundleError(f"{self.path}: format version {self.version} has no signature record: it cannot be "
+                              "continued signed (export it again, or continue it without --sign)")
+        if self._signer is not None:
+            for part in loaded[:-1]:
+                previous = self._statements.get(part.number - 1)
+                check = signing.inspect_part(part)
+                check.compute(previous)
+                body = check.statement
+                if not (check.signed and check.key == self._signer.fingerprint and check.signed_statement == body):
+                    body = signing.sign_part(part, self._signer, previous)[0]
+                self._statements[part.number] = signing.statement_digest(body)
+        return end, walk
 
     def _fresh(self) -> None:
         seed = f"{self.created}\0{self.source_registry}\0{self.split_size}".encode()
@@ -453,6 +505,7 @@ class BundleWriter:
             if self.version < 2:  # continuing a version 1 bundle: no plan record, children first
                 return 0
             self._write_small(fmt.PLAN, fmt.PLAN_TYPE, plan.to_json(), 0)
+            self._part.plan = plan
             written = 0
             if self.split_size is not None:  # a part alone must hold the manifests of the blobs it ends
                 return 0
@@ -658,6 +711,7 @@ class BundleWriter:
             desc.digest, desc.media_type, desc.size, fmt.CODEC_NAMES[codec], start, sink.stored,
             offset, sink.length, self._part.number,
         )
+        self._part.crcs[start] = crc
         if held is not None:  # a stream: the header, then the payload held back for it
             fh.write(fmt.encode_record_header(entry.header(crc)))
             for piece in held.pieces:

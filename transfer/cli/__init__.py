@@ -31,6 +31,7 @@ COMMAND_MODULES = {
     "transfer.cli.copy_cmd": ("copy",),
     "transfer.cli.interop": ("unpack",),
     "transfer.cli.restore_cmd": ("diff", "rm"),
+    "transfer.cli.sign_cmd": ("keygen", "sign"),
 }
 
 # Each command's one-line help, in the order 'transfer --help' lists them.
@@ -48,6 +49,8 @@ COMMAND_HELP = {
     "unpack": "bundle -> OCI layout or docker archive (for skopeo, crane, oras, docker)",
     "diff": "how a registry differs from a bundle, tag by tag",
     "rm": "delete one tag's manifest, or a manifest by digest",
+    "keygen": "make a key pair for signing bundles",
+    "sign": "sign an existing bundle",
 }
 
 EPILOG = """\
@@ -59,6 +62,7 @@ examples:
   transfer ls-remote localhost:5000                        repositories and tags of a registry
   transfer diff app.bundle registry.local:5000             how the registry differs from the bundle
   transfer import app.bundle registry.local:5000 --prune   restore: make it equal to the bundle
+  transfer export ... --sign site.key -o app.bundle        signed; import --key site.pub checks it
 
 Run 'transfer COMMAND --help' for the options of one command.
 """

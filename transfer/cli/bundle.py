@@ -33,7 +33,10 @@ COMMANDS = {
         "there is any. Given one part NAME.00N of a split set, checks that part on its own.",
         epilog="examples:\n  transfer verify app.bundle\n  transfer verify app.bundle.002      "
         "one part, e.g. as soon as a DVD is burnt\n  transfer verify --repair app.bundle  "
-        "also rebuild a damaged index (same as 'transfer recover')",
+        "also rebuild a damaged index (same as 'transfer recover')\n  transfer verify app.bundle --key site.pub  "
+        "also check its signature\n  transfer verify app.bundle --print-statement st  then check it with openssl:\n"
+        "      openssl dgst -sha256 -verify site.pub -signature st.sig st          (ECDSA P-256)\n"
+        "      openssl pkeyutl -verify -pubin -inkey site.pub -rawin -in st -sigfile st.sig   (Ed25519)",
     ),
     "recover": dict(
         help="rebuild the index of a damaged or interrupted bundle",
@@ -57,6 +60,12 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         parsers[name] = p
     parsers["verify"].add_argument("--repair", action="store_true",
                                    help="rebuild a missing or damaged index from the records")
+    parsers["verify"].add_argument("--key", action="append", metavar="PUB",
+                                   help="trusted public key (repeatable: any of them): every part must be signed by one, "
+                                   "and the statement recomputed from the bundle must equal the signed one")
+    parsers["verify"].add_argument("--print-statement", metavar="FILE",
+                                   help="write the signed statement to FILE and its signature to FILE.sig (a split set: "
+                                   "FILE.00N and FILE.00N.sig per part), for openssl or cosign verify-blob")
     parsers["recover"].add_argument("--mark-complete", action="store_true",
                                     help="mark the recovered bundle complete (only if you know the export had finished)")
 
@@ -93,7 +102,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     import transfer.api
 
-    report = transfer.api.verify(args.bundle, repair=args.repair)
+    report = transfer.api.verify(args.bundle, repair=args.repair, keys=args.key or (), statement=args.print_statement)
     if args.json:
         print(report.to_json())
     else:
@@ -110,6 +119,12 @@ def _print_report(report: VerifyReport, quiet: bool) -> None:
         return
     for note in report.notes:
         print(printable(f"note: {note}"))
+    sig = report.signature
+    if sig is not None:
+        print(printable(f"signature: {'checked, ' if sig.checked else ''}signed by {', '.join(sig.keys) or 'nobody'}"
+                        f" ({sig.algorithm or '-'}), part(s) {', '.join(map(str, sig.parts))}"))
+        for note in sig.notes:
+            print(printable(f"note: {note}"))
     verdict = "OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
     state = "complete" if report.complete else "INCOMPLETE"
     print(f"{report.bundle}: {verdict}; {report.records} records, {format_size(report.bytes)} checked; bundle {state}")

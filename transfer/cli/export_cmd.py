@@ -22,13 +22,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     def job(progress):  # type: ignore[no-untyped-def]
         return transfer.api.export(args.refs, args.output, catalog=args.catalog, source=args.source,
-                                   reference_files=args.ref_file or [], options=opts, access=creds, progress=progress)
+                                   reference_files=args.ref_file or [], options=opts, access=creds, progress=progress,
+                                   sign=args.sign)
 
     return run_job(args, "export", f"run the same command again to continue {args.output}", job, _export_lines)
 
 
 def _export_lines(report: ExportReport) -> list[str]:
     lines = summary_lines("exported", report) + report.platform_notes
+    if report.signature is not None:
+        lines.append(f"signed every part with key {report.signature.keys[0]} ({report.signature.algorithm})")
     if report.expected_at_destination:
         lines.append(f"{report.expected_at_destination} blob(s) left out: expected at the destination (delta)")
     return lines
@@ -57,6 +60,8 @@ examples:
   docker save app:1.0 | transfer export --from docker-archive:- -o app.bundle
   transfer export localhost:5000/app:1.0 -o - | ssh gate transfer import - registry.local:5000
                                                            through a pipe: no file on either side
+  transfer export localhost:5000/app:1.0 --sign site.key -o app.bundle
+                                                           signed (transfer keygen site); import --key site.pub
 
 Interrupted? Run the same command again: stored blobs are kept and not fetched again.
 """
@@ -82,6 +87,8 @@ def register(subparsers, parents) -> None:
     p.add_argument("--split-size", type=split_size_arg, metavar="SIZE", help="split into parts of at most SIZE (e.g. 4G)")
     p.add_argument("--level", type=int, default=3, help="zstd level for compressible blobs (default 3)")
     p.add_argument("--threads", type=count_arg, default=0, help="zstd threads (default 0: in the calling thread)")
+    p.add_argument("--sign", metavar="KEY", help="sign every part with this PEM private key (see 'transfer keygen'; "
+                   "an encrypted key's passphrase from $TRANSFER_KEY_PASSPHRASE or a prompt)")
     add_transfer_options(p)
     _add_source_options(p)
     p.set_defaults(func=cmd_export)

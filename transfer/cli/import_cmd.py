@@ -25,7 +25,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                    prune=args.prune, have=args.have)
     creds = access(args)
     if args.dry_run:
-        plan = transfer.api.import_plan(args.bundle, args.target, options=opts, access=creds)
+        plan = transfer.api.import_plan(args.bundle, args.target, options=opts, access=creds, keys=args.key or ())
         if plan.notes and not args.quiet and not args.json:
             print("\n".join(plan.notes), file=sys.stderr)
         emit(args, plan, _plan_lines(plan))
@@ -33,7 +33,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     def job(progress):  # type: ignore[no-untyped-def]
         try:
-            return transfer.api.import_bundle(args.bundle, args.target, options=opts, access=creds, progress=progress)
+            return transfer.api.import_bundle(args.bundle, args.target, options=opts, access=creds, progress=progress,
+                                              keys=args.key or ())
         except PartOrderError as exc:
             raise TransferError(f"{exc}; insert part {exc.needed} and run: transfer import "
                                 f"{transfer.api.part_path(args.bundle, exc.needed)} {args.target}") from None
@@ -44,6 +45,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def _import_lines(report: ImportReport) -> list[str]:
     lines = summary_lines("imported", report) + upload_lines(report)
+    if report.signature is not None and report.signature.checked:
+        lines.append(f"signature checked: signed by {', '.join(report.signature.keys)}, every record as signed")
     if isinstance(report, PartImportReport):
         return lines + _part_lines(report)
     return lines + report.tag_problems + prune_lines(report.prune)  # the notes were shown as they were decided
@@ -104,6 +107,10 @@ def register(subparsers, parents) -> None:
     p.add_argument("--have", metavar="INVENTORY",
                    help="an inventory of the target (transfer inventory): blobs it holds anywhere are "
                    "cross-mounted from there instead of uploaded")
+    p.add_argument("--key", action="append", metavar="PUB",
+                   help="trusted public key (repeatable: any of them): the bundle must be signed by one, and every "
+                   "record is read back against what was signed before anything is pushed (the bundle is read "
+                   "twice); an unsigned bundle, another key or any mismatch is refused. Not with a stream '-'")
     add_upload_options(p)
     add_transfer_options(p)
     p.set_defaults(func=cmd_import)
