@@ -30,7 +30,7 @@ _EXPORTS = {
     "transfer.reports": ("ExportReport", "ImportReport", "PartImportReport", "ImportPlanReport", "CopyReport",
                          "UnpackReport", "InventoryReport", "BundleListing", "Failure", "Waiting", "UploadReport",
                          "RecoverReport", "RemoteListing", "DiffReport", "TagDiff", "PruneReport", "Deletion",
-                         "RmReport"),
+                         "RmReport", "ImageSignature"),
     "transfer.bundle.verify": ("VerifyReport",),
     "transfer.bundle.reader": ("BundleReader",),
     "transfer.progress": ("Progress", "NullProgress"),
@@ -39,7 +39,7 @@ _EXPORTS = {
                         "RegistryError", "AuthenticationError", "NotFoundError", "RateLimitedError",
                         "UploadError", "RegistryUnreachableError", "IncompleteError", "PartOrderError",
                         "TransferInterrupted", "InvalidDigestError", "BundleBusyError", "JournalError",
-                        "UnsupportedBundleError", "SignatureError"),
+                        "UnsupportedBundleError", "SignatureError", "ImagePolicyError"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -122,3 +122,5 @@ if TYPE_CHECKING:  # what type checkers see (each name re-exported explicitly)
     from transfer.errors import JournalError as JournalError
     from transfer.errors import UnsupportedBundleError as UnsupportedBundleError
     from transfer.errors import SignatureError as SignatureError
+    from transfer.errors import ImagePolicyError as ImagePolicyError
+    from transfer.reports import ImageSignature as ImageSignature
