@@ -280,3 +280,72 @@ def test_keys_and_streams_the_policy_cannot_use(world, bundle, fresh_registry, t
             transfer.import_bundle(stream, dest.host,
                                    options=transfer.ImportOptions(require_signed=[str(world.a.public_pem)]))
     assert RegistryClient(dest.host).catalog() == []
+
+
+def test_dry_run_lists_what_the_policy_would_refuse(world, bundle, fresh_registry, capsys):
+    dest = fresh_registry()
+    res = run_cli(capsys, "import", bundle, dest.host, "--require-signed", world.a.public_pem, "--dry-run", "--json")
+    assert res.code == 0, res.err
+    plan = res.json()
+    refused = [n for n in plan["notes"] if n.startswith("would refuse")]
+    assert sorted(n.split(":")[0] for n in refused) == sorted(f"would refuse pol/{n}" for n in REFUSED)
+    tagged = {t.split(" -> ")[0] for t in plan["tags"]}
+    assert {f"pol/{n}:1" for n in SIGNED} <= tagged and not {f"pol/{n}:1" for n in REFUSED} & tagged
+    assert RegistryClient(dest.host).catalog() == []
+
+
+def test_split_parts_one_by_one_are_refused(world, fresh_registry, skopeo, tmp_path, capsys):
+    """Parts imported alone cannot be checked: a signature may come in a later part than its image."""
+    out, arrival = tmp_path / "out", tmp_path / "arrival"
+    out.mkdir(), arrival.mkdir()
+    res = run_cli(capsys, "export", *[world.ref(n) for n in SIGNED], "--split-size", "64KiB", "-o", out / "s.bundle",
+                  "-q")
+    assert res.code == 0, res.err
+    parts = sorted(out.iterdir())
+    assert len(parts) > 1
+    first = arrival / parts[0].name
+    first.write_bytes(parts[0].read_bytes())
+    dest = fresh_registry()
+    res = run_cli(capsys, "import", first, dest.host, "--require-signed", world.a.public_pem)
+    assert res.code == 2 and "needs every part" in res.err
+    assert RegistryClient(dest.host).catalog() == []
+    res = run_cli(capsys, "import", out / "s.bundle", dest.host, "--require-signed", world.a.public_pem)
+    assert res.code == 0, res.err  # all parts together: checked and imported
+    for name in SIGNED:
+        _passed(world, dest, skopeo, name)
+
+
+def test_hostile_signatures_are_refused_in_one_line(fresh_registry, skopeo, tmp_path, capsys):
+    """Signatures that are not what they claim, each refused with its reason, none a traceback."""
+    src, dest = fresh_registry(), fresh_registry()
+    key = KeyPair.make(tmp_path, "k")
+    layout = Layout(tmp_path / "layout")
+    cases = {  # name -> (stored payload, signed bytes, annotation override, word of the reason)
+        "notjson": (b"{not json", None, None, "not valid JSON"),
+        "twocase": (None, None, None, "2 times"),
+        "nobase64": (None, None, "!!!not-base64!!!", "not base64"),
+        "deep": (b"[" * 100 + b"]" * 100, None, None, "nested more than"),
+        "nocritical": (b'{"optional": null}', None, None, "has no 'critical'"),
+    }
+    for name, (stored, _, annotation, _) in cases.items():
+        image = layout.image(f"hostile-{name}", [10_000])
+        skopeo.seed(src, layout, image, f"h/{name}", "1")
+        payload = stored or cosign_payload(f"{src.host}/h/{name}", image.digest)
+        if name == "twocase":  # the digest twice, in two spellings: cosign's decoder and ours could differ
+            payload = payload.replace(b'"docker-manifest-digest":', b'"Docker-Manifest-Digest":"sha256:' + b"0" * 64
+                                      + b'","docker-manifest-digest":')
+        sig = signature_manifest(layout, payload, key.sign(payload))
+        if annotation:
+            doc = json.loads(sig.raw)
+            doc["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"] = annotation
+            raw = json.dumps(doc).encode()
+            layout.put(raw)
+            sig = Manifest(sig.media_type, raw, config=sig.config, layers=sig.layers)
+        skopeo.seed(src, layout, sig, f"h/{name}", sig_tag(image.digest))
+    res = run_cli(capsys, "copy", "--catalog", src.host, dest.host, "--require-signed", key.public_pem,
+                  "--keep-going", "--json")
+    assert res.code == 1 and "Traceback" not in res.err
+    reasons = {v["image"]: v["reason"] for v in res.json()["image_signatures"]}
+    for name, (*_, word) in cases.items():
+        assert word in reasons[f"h/{name}:1"], reasons[f"h/{name}:1"]
+    assert RegistryClient(dest.host).catalog() == []

@@ -213,6 +213,10 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
             raise TransferError(f"{bundle} is incomplete (its export did not finish); finish the "
                                 "export, or pass --allow-incomplete to import what it holds")
         _check_prune(bundle, reader, opts, by_parts)
+        if by_parts and keys:
+            raise UsageError(f"--require-signed needs every part of {bundle} together: an image's signature may be "
+                             "in a later part than the image, and each part is imported alone; bring the parts "
+                             "together, or import them one by one without --require-signed")
         plans = recorded_plans(reader, mapping) if by_parts else plan_imports(reader, reader.entries, mapping)
         plans, policy = _signature_policy(reader, plans, keys, opts, lambda **f: ImportReport(target=str(path), **f))
         with closing(upload_store(access or RegistryAccess(), path.registry, opts, os.path.abspath(bundle))) as dst:
@@ -381,13 +385,20 @@ def import_plan(bundle: str, target: str, *, options: ImportOptions | None = Non
         if reader.split and not reader.info.complete:
             raise UsageError("--dry-run needs every part of a split bundle together")
         plans = plan_imports(reader, reader.entries, mapping)
+        keys, refusals = _trusted_keys(opts), list[str]()
+        if keys:  # what the import would refuse: listed, and left out of the plan
+            from transfer.cosign import enforce
+
+            policy = enforce(reader, plans, keys, opts.jobs)
+            plans, refusals = policy.plans, [f"would refuse {label}: {why.removeprefix('refused by ')}"
+                                             for label, why in policy.refused]
         with closing(RegistryStore((access or RegistryAccess()).client(path.registry))) as dst:
             _check_prune(bundle, reader, opts, False)
             dst.add_homes(mount_homes(plans, reader.expected, load_have(opts.have, None) if opts.have else None))
             check_expected(dst, plans, {d.digest for d in reader.expected})
             pruning = _plan_prune(dst, plans, opts.jobs) if opts.prune else None
             decisions = decide_tags(dst, plans, opts.on_existing, opts.jobs)
-            return ImportPlanReport(**push_plan(dst, plans), notes=decisions.notes, prune=pruning)
+            return ImportPlanReport(**push_plan(dst, plans), notes=refusals + decisions.notes, prune=pruning)
 
 
 # -- copy -----------------------------------------------------------------------------------------
