@@ -42,7 +42,7 @@ import binascii
 import hashlib
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from transfer.engine import parallel_map
 from transfer.errors import NotFoundError, SignatureError, TransferError, TransferInterrupted, UsageError
@@ -169,16 +169,22 @@ def _subject(src: Source, plan: ImagePlan) -> str | None:
 
 
 class _Finder:
-    """Finds the candidate signature manifests of an image in a source (shared across threads)."""
+    """Finds the candidate signature manifests of an image (shared across threads): first among the
+    plans (the signatures an export or a copy carries with their images, read while planning), then,
+    where the plans hold none, in the source itself (``--no-referrers``, or a signature the plans
+    left out)."""
 
     def __init__(self, src: Source, artifacts: list[ImagePlan], subjects: dict[int, str | None]) -> None:
         self.src = src
         self._tags: dict[str, set[str]] = {}
         self._lock = threading.Lock()
+        self._tagged = {(p.src_repo, tag): p.root for p in artifacts for tag in p.tags}
         self._untagged: dict[tuple[str, str], list[Descriptor]] = {}  # a bundle's referrers (no tag)
         for plan in artifacts:
             if not plan.tags:
                 self._untagged.setdefault((plan.src_repo, str(subjects[id(plan)])), []).append(plan.root)
+        # manifest bytes read (and checked against their digests) while planning
+        self.known: dict[str, bytes] = {d: raw for p in artifacts for d, raw in p.raw.items()}
 
     def tags(self, repo: str) -> set[str]:
         with self._lock:
@@ -194,15 +200,25 @@ class _Finder:
     def candidates(self, repo: str, digest: str) -> tuple[list[tuple[str, Descriptor]], list[str]]:
         """(where, descriptor) of every signature manifest of ``repo@digest``, and the artifact
         types of referrers that are signatures in a format not verified here."""
-        tags, base = self.tags(repo), referrers_tag(digest)
-        found: list[tuple[str, Descriptor]] = []
-        if base + ".sig" in tags:
-            found.append((f"tag {base}.sig", self.src.resolve(repo, base + ".sig")))
-        referrers = list(self._untagged.get((repo, digest), []))
-        if isinstance(self.src, Referrers):
-            referrers += self.src.referrers(repo, digest)
-        if base in tags:
-            referrers += self._fallback_index(repo, base)
+        base = referrers_tag(digest)
+        sig, index = self._tagged.get((repo, base + ".sig")), self._tagged.get((repo, base))
+        where = f"tag {base}.sig"
+        found, other = self._classify(repo, [(where, sig)] if sig else [], list(self._untagged.get((repo, digest), [])),
+                                      index)
+        if found:
+            return found, other
+        tags = self.tags(repo)
+        sig = self.src.resolve(repo, base + ".sig") if base + ".sig" in tags else None
+        index = self.src.resolve(repo, base) if base in tags else None
+        referrers = self.src.referrers(repo, digest) if isinstance(self.src, Referrers) else []
+        found, more = self._classify(repo, [(where, sig)] if sig else [], referrers, index)
+        return found, other + more
+
+    def _classify(self, repo: str, sigs: list[tuple[str, Descriptor]], referrers: list[Descriptor],
+                  index: Descriptor | None) -> tuple[list[tuple[str, Descriptor]], list[str]]:
+        found = list(sigs)
+        if index is not None:
+            referrers = referrers + self._index_entries(repo, index)
         other: list[str] = []
         seen = {d.digest for _, d in found}
         for desc in referrers:
@@ -215,13 +231,15 @@ class _Finder:
                 other.append(desc.artifact_type)
         return found, other
 
-    def _fallback_index(self, repo: str, tag: str) -> list[Descriptor]:
+    def manifest(self, repo: str, desc: Descriptor) -> bytes:
+        raw = self.known.get(desc.digest)
+        return raw if raw is not None else read_manifest(self.src, repo, desc, MAX_MANIFEST_SIZE)
+
+    def _index_entries(self, repo: str, desc: Descriptor) -> list[Descriptor]:
         """The manifests the OCI referrers fallback tag's index lists."""
-        desc = self.src.resolve(repo, tag)
         if not desc.is_manifest:
             return []
-        raw = read_manifest(self.src, repo, desc, MAX_MANIFEST_SIZE)
-        view = parse_manifest(raw, desc.media_type, f"{repo}:{tag}", SignatureError)
+        view = parse_manifest(self.manifest(repo, desc), desc.media_type, f"{repo}@{desc.digest}", SignatureError)
         return list(view.manifests) if view.is_index else []
 
 
@@ -237,7 +255,7 @@ def check_image(src: Source, plan: ImagePlan, keys: list[PublicKey], finder: _Fi
     reasons: list[str] = []
     for where, desc in candidates:
         try:
-            key = verify_manifest(src, plan.src_repo, desc, digest, keys)
+            key = verify_manifest(src, plan.src_repo, desc, digest, keys, finder.manifest)
         except _NotYet as exc:
             return Verdict(plan, waits_for=str(exc))
         except TransferInterrupted:
@@ -257,12 +275,14 @@ def check_image(src: Source, plan: ImagePlan, keys: list[PublicKey], finder: _Fi
     return Verdict(plan, reason=shown)
 
 
-def verify_manifest(src: Source, repo: str, desc: Descriptor, digest: str, keys: list[PublicKey]) -> PublicKey:
+def verify_manifest(src: Source, repo: str, desc: Descriptor, digest: str, keys: list[PublicKey],
+                    read: Callable[[str, Descriptor], bytes] | None = None) -> PublicKey:
     """The trusted key of the first simple-signing layer of the signature manifest ``desc`` that
-    verifies and names ``digest``; SignatureError saying why none does."""
+    verifies and names ``digest``; SignatureError saying why none does. ``read(repo, desc)``: the
+    manifest's bytes, checked against its digest (default: read from ``src``)."""
     if isinstance(src, Partial) and not src.has(desc.digest):
         raise _NotYet(f"manifest {desc.digest}")
-    raw = read_manifest(src, repo, desc, MAX_MANIFEST_SIZE)
+    raw = read(repo, desc) if read else read_manifest(src, repo, desc, MAX_MANIFEST_SIZE)
     view = parse_manifest(raw, desc.media_type, f"signature manifest {desc.digest}", SignatureError)
     layers = [layer for layer in view.layers if layer.media_type == SIMPLE_SIGNING]
     if not layers:
