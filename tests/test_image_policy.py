@@ -349,3 +349,17 @@ def test_hostile_signatures_are_refused_in_one_line(fresh_registry, skopeo, tmp_
     for name, (*_, word) in cases.items():
         assert word in reasons[f"h/{name}:1"], reasons[f"h/{name}:1"]
     assert RegistryClient(dest.host).catalog() == []
+
+
+def test_copy_without_referrers_still_checks_and_platform_subsets_are_unsigned(world, fresh_registry, skopeo, capsys):
+    dest = fresh_registry()
+    # --no-referrers: the signature is looked up at the source, checked, and (as asked) not copied.
+    res = run_cli(capsys, "copy", world.ref("good"), f"{dest.host}/pol/good:1", "--no-referrers",
+                  "--require-signed", world.a.public_pem)
+    assert res.code == 0, res.err
+    assert skopeo.list_tags(dest, "pol/good") == ["1"]
+    # --platform makes a new index that no one signed: refused, and said why.
+    res = run_cli(capsys, "copy", world.ref("multi"), f"{dest.host}/pol/multi:1", "--platform", "linux/amd64",
+                  "--require-signed", world.a.public_pem)
+    assert res.code == 1 and "--platform made a new index" in res.out
+    assert "pol/multi" not in RegistryClient(dest.host).catalog()
