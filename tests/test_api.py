@@ -62,6 +62,7 @@ def test_the_examples_of_docs_api_run_against_real_registries(two_registries, sk
         assert skopeo.digest(dst, f"mirror/teams/blue/{ref.removeprefix('team/')}") == manifest.digest
     assert skopeo.digest(dst, "copies/app:1.0") == images["team/app:1.0"].digest
     assert (tmp_path / "site-layout" / "index.json").is_file()
+    assert "team/app:1.0 refused: unsigned: no cosign signature" in printed  # require_signed
 
 
 def test_the_public_surface_and_the_doc_examples_pass_mypy_strict(tmp_path):

@@ -30,7 +30,7 @@ _EXPORTS = {
     "transfer.reports": ("ExportReport", "ImportReport", "PartImportReport", "ImportPlanReport", "CopyReport",
                          "UnpackReport", "InventoryReport", "BundleListing", "Failure", "Waiting", "UploadReport",
                          "RecoverReport", "RemoteListing", "DiffReport", "TagDiff", "PruneReport", "Deletion",
-                         "RmReport", "SignatureStatus", "SignReport", "KeygenReport"),
+                         "RmReport", "SignatureStatus", "SignReport", "KeygenReport", "ImageSignature"),
     "transfer.bundle.verify": ("VerifyReport",),
     "transfer.bundle.reader": ("BundleReader",),
     "transfer.progress": ("Progress", "NullProgress"),
@@ -39,7 +39,7 @@ _EXPORTS = {
                         "RegistryError", "AuthenticationError", "NotFoundError", "RateLimitedError",
                         "UploadError", "RegistryUnreachableError", "IncompleteError", "PartOrderError",
                         "TransferInterrupted", "InvalidDigestError", "BundleBusyError", "JournalError",
-                        "UnsupportedBundleError", "SignatureError"),
+                        "UnsupportedBundleError", "SignatureError", "ImagePolicyError"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -101,6 +101,7 @@ if TYPE_CHECKING:  # what type checkers see (each name re-exported explicitly)
     from transfer.reports import SignatureStatus as SignatureStatus
     from transfer.reports import SignReport as SignReport
     from transfer.reports import KeygenReport as KeygenReport
+    from transfer.reports import ImageSignature as ImageSignature
     from transfer.bundle.verify import VerifyReport as VerifyReport
     from transfer.bundle.reader import BundleReader as BundleReader
     from transfer.progress import Progress as Progress
@@ -127,3 +128,4 @@ if TYPE_CHECKING:  # what type checkers see (each name re-exported explicitly)
     from transfer.errors import JournalError as JournalError
     from transfer.errors import UnsupportedBundleError as UnsupportedBundleError
     from transfer.errors import SignatureError as SignatureError
+    from transfer.errors import ImagePolicyError as ImagePolicyError

@@ -14,17 +14,17 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import closing
-from typing import Any, BinaryIO, Callable, overload
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, overload
 
 from transfer.bundle import BundleReader, BundleWriter, rewrite_index
 from transfer.bundle.format import BundlePlan
 from transfer.bundle.sequential import BundleIO, BundleStream, is_stream_path, stream_input
 from transfer.bundle.verify import VerifyReport, verify as verify_bundle, verify_stream
 from transfer.engine import Copier, CopyStats, parallel_map
-from transfer.errors import (CorruptBundleError, IncompleteError, NotFoundError, SignatureError, TransferError,
-                             UsageError)
+from transfer.errors import (CorruptBundleError, ImagePolicyError, IncompleteError, NotFoundError, SignatureError,
+                             TransferError, UsageError)
 from transfer.import_ import (RepositoryMapping, SpanningBlob, TagDecisions, check_expected, decide_tags,
                               forget_finished, mount_expected, mount_homes, plan_imports, push_spanning, recorded_plans, verify_tags)
 from transfer.interop import RenamedSource, export_source
@@ -36,14 +36,17 @@ from transfer.options import (CopyOptions, ExportOptions, ImportOptions, Invento
 from transfer.progress import NullProgress, Progress
 from transfer.reference import Reference, RegistryPath
 from transfer.registry import RegistryStore
-from transfer.reports import (CopyReport, Deletion, DiffReport, ExportReport, ImportPlanReport, ImportReport,
-                              InventoryReport, KeygenReport, PartImportReport, PruneReport, RecoverReport,
-                              RemoteListing, RemoteRepository, RmReport, SignatureStatus, SignReport, SpanningReport,
-                              UnpackReport, UploadReport, Waiting, counts)
+from transfer.reports import (CopyReport, Deletion, DiffReport, ExportReport, ImageSignature, ImportPlanReport,
+                              ImportReport, InventoryReport, KeygenReport, PartImportReport, PruneReport, RecoverReport,
+                              RemoteListing, RemoteRepository, Report, RmReport, SignatureStatus, SignReport,
+                              SpanningReport, UnpackReport, UploadReport, Waiting, as_failures, counts)
 from transfer.restore import diff_tags, plan_prune, registry_tags, run_prune
 from transfer.selection import (CatalogFilter, Selection, declare_expected, is_referrer_tag, iter_plans,
                                 noting_platforms, parse_platforms, parse_reference_file, select_repositories)
 from transfer.store import ImagePlan, Source
+
+if TYPE_CHECKING:
+    from transfer.cosign import PolicyResult
 
 JOURNAL_MAX_AGE = 7 * 24 * 3600  # distribution purges unfinished uploads after 168 h
 
@@ -215,9 +218,9 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
     trusted = _trusted(keys)
     stream = stream_input(bundle)
     if stream is not None and trusted:
-        raise UsageError(f"--key cannot check a bundle read from a stream before importing it: its signature comes at "
-                         f"the end, after the images would be pushed; save it to a file and import that (or "
-                         f"check the stream with 'transfer verify - --key PUB' first)")
+        raise UsageError("--key cannot check a bundle read from a stream before importing it: its signature comes at "
+                         "the end, after the images would be pushed; save it to a file and import that (or "
+                         "check the stream with 'transfer verify - --key PUB' first)")
     if stream is not None:
         return _import_stream(*stream, target, options or ImportOptions(), access or RegistryAccess(),
                               progress or NullProgress())
@@ -225,14 +228,20 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
     opts, started = options or ImportOptions(), time.monotonic()
     path = RegistryPath.parse(target)
     mapping = RepositoryMapping.parse(path.path, opts.map)
+    image_keys = _trusted_keys(opts)
     with BundleReader(bundle) as reader:
         by_parts = reader.split and not reader.info.complete and reader.plan is not None
         if not by_parts and not reader.info.complete and not opts.allow_incomplete:
             raise TransferError(f"{bundle} is incomplete (its export did not finish); finish the "
                                 "export, or pass --allow-incomplete to import what it holds")
         _check_prune(bundle, reader, opts, by_parts)
+        if by_parts and image_keys:
+            raise UsageError(f"--require-signed needs every part of {bundle} together: an image's signature may be "
+                             "in a later part than the image, and each part is imported alone; bring the parts "
+                             "together, or import them one by one without --require-signed")
         signature = _import_signature(reader, trusted, progress or NullProgress())
         plans = recorded_plans(reader, mapping) if by_parts else plan_imports(reader, reader.entries, mapping)
+        plans, policy = _signature_policy(reader, plans, image_keys, opts, lambda **f: ImportReport(target=str(path), **f))
         with closing(upload_store(access or RegistryAccess(), path.registry, opts, os.path.abspath(bundle))) as dst:
             decisions, pruning = _prepare_import(dst, reader.expected, plans, opts, progress or NullProgress())
             forget_finished(dst, plans, decisions.tagged)
@@ -240,15 +249,17 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
             copier = Copier(reader, dst, progress=progress, jobs=opts.jobs, keep_going=opts.keep_going,
                             tagged=decisions.tagged, tags_asked=True)
             stats = copier.execute(plans)
+            _add_verdicts(stats, policy)
             final = reader.parts[-1].doc.final if by_parts else True
             done = [p for p in plans if p.label in set(stats.complete)]
             fields: dict[str, Any] = dict(counts(stats, time.monotonic() - started), target=str(path), upload=_upload_report(dst),
                           tag_problems=verify_tags(dst, done, opts.jobs, known=decisions.tagged | dst.confirmed_tags)
-                          if final else [], notes=decisions.notes)
+                          if final else [], notes=decisions.notes, image_signatures=_image_signatures(policy))
             fields["signature"] = signature
             if by_parts:
                 return _part_report(bundle, target, reader, stats, spanning, fields)
             report = ImportReport(**fields)
+            _raise_refused(report, policy)
             _raise_unless_done(report, stats)
             if pruning is not None:  # everything is pushed and checked: now delete what the bundle lacks
                 report.prune = run_prune(dst, pruning)
@@ -328,6 +339,10 @@ def _import_stream(stream: BinaryIO, name: str, target: str, opts: ImportOptions
     """The same copy over a bundle that passes by (transfer.bundle.sequential): one image at a time,
     in the order the export wrote them, so each blob is at the head of the stream when its turn comes."""
     started, path = time.monotonic(), RegistryPath.parse(target)
+    if opts.require_signed:
+        raise UsageError("--require-signed needs the bundle as a file: in a stream an image's signature comes after "
+                         "the image, so it could not be checked before the image is pushed; save the stream to a "
+                         "file and import that")
     if opts.prune:
         raise UsageError("--prune needs the bundle as a file: a stream's end (is the bundle complete?) is known "
                          "only after everything was pushed; import the stream, then prune from the file or "
@@ -445,13 +460,20 @@ def import_plan(bundle: str, target: str, *, options: ImportOptions | None = Non
         if trusted:
             check_bundle(reader, trusted)
         plans = plan_imports(reader, reader.entries, mapping)
+        image_keys, refusals = _trusted_keys(opts), list[str]()
+        if image_keys:  # what the import would refuse: listed, and left out of the plan
+            from transfer.cosign import enforce
+
+            policy = enforce(reader, plans, image_keys, opts.jobs)
+            plans, refusals = policy.plans, [f"would refuse {label}: {why.removeprefix('refused by ')}"
+                                             for label, why in policy.refused]
         with closing(RegistryStore((access or RegistryAccess()).client(path.registry))) as dst:
             _check_prune(bundle, reader, opts, False)
             dst.add_homes(mount_homes(plans, reader.expected, load_have(opts.have, None) if opts.have else None))
             check_expected(dst, plans, {d.digest for d in reader.expected})
             pruning = _plan_prune(dst, plans, opts.jobs) if opts.prune else None
             decisions = decide_tags(dst, plans, opts.on_existing, opts.jobs)
-            return ImportPlanReport(**push_plan(dst, plans), notes=decisions.notes, prune=pruning)
+            return ImportPlanReport(**push_plan(dst, plans), notes=refusals + decisions.notes, prune=pruning)
 
 
 # -- copy -----------------------------------------------------------------------------------------
@@ -463,6 +485,7 @@ def copy(source: str, destination: str, *, catalog: bool = False, options: CopyO
     (``HOST[/PREFIX]``). The same plans and resumable uploads as export and import."""
     opts, access, started = options or CopyOptions(), access or RegistryAccess(), time.monotonic()
     failures: list[tuple[str, str]] = []
+    image_keys = _trusted_keys(opts)
     if opts.prune and not catalog:
         raise UsageError("--prune mirrors whole repositories: use it with --catalog (a copy of one image "
                          "would delete every other tag of its repository)")
@@ -489,6 +512,7 @@ def copy(source: str, destination: str, *, catalog: bool = False, options: CopyO
             plan.dst_repo = mapping.target(plan.src_repo)
         if not catalog and dst_ref.tag and plans:
             plans[0].tags = [dst_ref.tag]
+        plans, policy = _signature_policy(src, plans, image_keys, opts, lambda **f: CopyReport(**f))
         dst.add_homes(mount_homes(plans, [], load_have(opts.have, None) if opts.have else None))
         pruning = _plan_prune(dst, plans, opts.jobs, _copy_tag_filter(opts)) if opts.prune and not failures else None
         decisions = decide_tags(dst, plans, "overwrite", opts.jobs)  # tags already right: not written again
@@ -498,8 +522,10 @@ def copy(source: str, destination: str, *, catalog: bool = False, options: CopyO
                        tagged=decisions.tagged, tags_asked=True).execute(plans)
         problems = verify_tags(dst, plans, opts.jobs, known=decisions.tagged | dst.confirmed_tags)
         stats.failures[:0] = failures
+        _add_verdicts(stats, policy)
         report = CopyReport(**counts(stats, time.monotonic() - started), upload=_upload_report(dst),
-                            tag_problems=problems, platform_notes=notes)
+                            tag_problems=problems, platform_notes=notes, image_signatures=_image_signatures(policy))
+        _raise_refused(report, policy)
         if problems or stats.failures:
             raise IncompleteError(f"{len(stats.failures)} image(s) failed, {len(problems)} tag problem(s)"
                                   + ("; nothing was pruned" if opts.prune else ""), report)
@@ -513,6 +539,56 @@ def _copy_tag_filter(opts: CopyOptions) -> Callable[[str], bool]:
     referrer tags only when referrers travel."""
     filt = CatalogFilter(tag_regex=opts.tags)
     return lambda tag: filt.tag_ok(tag) and (opts.referrers or not is_referrer_tag(tag))
+
+
+# -- the image-signature policy (--require-signed; transfer/cosign.py) ------------------------------
+
+def _trusted_keys(opts: ImportOptions | CopyOptions) -> list["PublicKey"]:
+    """The public keys of ``require_signed``, read before anything else (a bad key is a usage error)."""
+    if not opts.require_signed:
+        return []
+    from transfer.cosign import load_trusted_keys
+
+    return load_trusted_keys(opts.require_signed)
+
+
+def _signature_policy(src: Source, plans: list[ImagePlan], keys: list["PublicKey"], opts: ImportOptions | CopyOptions,
+                      report: Callable[..., Report]) -> tuple[list[ImagePlan], "PolicyResult | None"]:
+    """With trusted ``keys``: the plans that pass (and their signatures), checked before anything is
+    pushed; refused images raise ImagePolicyError (``report(**fields)`` lists them) unless
+    ``keep_going``, which leaves them out."""
+    if not keys:
+        return plans, None
+    from transfer.cosign import enforce
+
+    policy = enforce(src, plans, keys, opts.jobs)
+    if policy.refused and not opts.keep_going:
+        raise ImagePolicyError(policy.message(), report(failures=as_failures(policy.refused),
+                                                         image_signatures=_image_signatures(policy)))
+    return policy.plans, policy
+
+
+def _add_verdicts(stats: CopyStats, policy: "PolicyResult | None") -> None:
+    """The refused images among the failures, those waiting for their signature among the waiting."""
+    if policy is not None:
+        stats.failures[:0] = policy.refused
+        stats.waiting += policy.waiting
+
+
+def _image_signatures(policy: "PolicyResult | None") -> list[ImageSignature]:
+    return [] if policy is None else [
+        ImageSignature(image=v.plan.label, digest=v.plan.root.digest, verified=v.verified, key=v.key,
+                       signature=v.signature, reason=v.reason or v.waits_for) for v in policy.verdicts]
+
+
+def _raise_refused(report: ImportReport | CopyReport, policy: "PolicyResult | None") -> None:
+    """With ``keep_going``: the images that passed were pushed; refusals (and nothing else wrong) end in
+    ImagePolicyError."""
+    refused = policy.refused if policy is not None else []
+    if refused and len(report.failures) == len(refused) and not report.tag_problems:
+        passed = sum(1 for v in policy.verdicts if v.verified) if policy is not None else 0
+        raise ImagePolicyError(f"{len(refused)} image(s) refused by --require-signed (e.g. {refused[0][0]}); "
+                               f"the {passed} that passed were pushed with their signatures", report)
 
 
 # -- diff, rm -------------------------------------------------------------------------------------

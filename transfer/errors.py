@@ -95,6 +95,12 @@ class IncompleteError(TransferError):
         self.report = report
 
 
+class ImagePolicyError(SignatureError, IncompleteError):
+    """Images were refused by the image-signature policy (``--require-signed``): unsigned, signed by
+    a key that is not trusted, or with a signature that does not verify or names another digest.
+    ``report`` lists each image with its reason; nothing of a refused image was pushed."""
+
+
 class TransferInterrupted(TransferError):
     """The user interrupted a transfer; state was saved and it can be resumed (exit code 130)."""
 

@@ -102,11 +102,13 @@ class ImportOptions(UploadOptions):
     keep_going: bool = False
     prune: bool = False  # then delete the tags and manifests of the covered repositories the bundle lacks
     have: str | None = None  # an inventory of the target: repositories to cross-mount blobs from
+    require_signed: list[str] = Field(default_factory=list)  # public keys (PEM): images need a cosign signature by one
 
 
 class CopyOptions(SelectionOptions, UploadOptions):
     prune: bool = False  # then delete what the source lacks in the covered repositories (catalog copies)
     have: str | None = None  # an inventory of the destination: repositories to cross-mount blobs from
+    require_signed: list[str] = Field(default_factory=list)  # public keys (PEM): images need a cosign signature by one
 
 
 class UnpackOptions(_Options):

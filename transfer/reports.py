@@ -164,6 +164,18 @@ class RmReport(Report):
     dry_run: bool = False
 
 
+class ImageSignature(BaseModel):
+    """What the image-signature policy (``--require-signed``) decided for one image."""
+
+    model_config = ConfigDict(defer_build=True)
+    image: str  # as the job names it (repository:tag, or repository@digest)
+    digest: str  # the root digest the signature must name
+    verified: bool
+    key: str | None = None  # fingerprint (sha256:<hex> of the DER public key) of the trusted key that signed it
+    signature: str | None = None  # where: "tag sha256-<hex>.sig" or "referrer sha256:..."
+    reason: str | None = None  # why it was refused, or what it waits for (a split set)
+
+
 class ImportReport(CopyCounts):
     target: str
     upload: UploadReport = Field(default_factory=UploadReport)
@@ -171,6 +183,7 @@ class ImportReport(CopyCounts):
     notes: list[str] = Field(default_factory=list)  # tag decisions (--on-existing), lost sessions
     prune: PruneReport | None = None  # with --prune: what was deleted
     signature: SignatureStatus | None = None  # None: the bundle is not signed and no key was given
+    image_signatures: list[ImageSignature] = Field(default_factory=list)  # with --require-signed: per image
 
 
 class SpanningReport(BaseModel):
@@ -213,6 +226,7 @@ class CopyReport(CopyCounts):
     tag_problems: list[str] = Field(default_factory=list)
     platform_notes: list[str] = Field(default_factory=list)
     prune: PruneReport | None = None  # with --prune: what was deleted
+    image_signatures: list[ImageSignature] = Field(default_factory=list)  # with --require-signed: per image
 
 
 class UnpackReport(CopyCounts):

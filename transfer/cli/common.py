@@ -171,6 +171,19 @@ def add_selection_options(p: argparse.ArgumentParser) -> None:
                         f"--jobs transfers (default {DEFAULT_LOOKUPS}; 1 reads one image at a time)")
 
 
+def add_signature_policy(p: argparse.ArgumentParser) -> None:
+    """--require-signed PUB (import and copy): the image-signature policy (transfer/cosign.py)."""
+    p.add_argument("--require-signed", action="append", default=[], metavar="PUB",
+                   help="push only images carrying a valid cosign signature by this public key (PEM, e.g. "
+                   "cosign.pub; repeatable: any of them): a sha256-<digest>.sig tag or a signature referrer. "
+                   "Others are refused before anything is pushed (with --keep-going the rest proceed)")
+
+
+def signature_lines(report: Any) -> list[str]:
+    """One line per image the signature policy passed (refusals are among the failures)."""
+    return [f"signed: {s.image} by key {s.key} ({s.signature})" for s in report.image_signatures if s.verified]
+
+
 def add_transfer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-j", "--jobs", type=positive_int, default=DEFAULT_JOBS, metavar="N",
                    help=f"parallel blob transfers (default {DEFAULT_JOBS})")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from transfer.cli.common import (access, add_selection_options, add_transfer_options, add_upload_options, options,
-                                 run_job, selection_options, summary_lines, upload_lines, upload_options)
+from transfer.cli.common import (access, add_selection_options, add_signature_policy, add_transfer_options,
+                                 add_upload_options, options, run_job, selection_options, signature_lines, summary_lines,
+                                 upload_lines, upload_options)
 from transfer.cli.remote import registry_options
 from transfer.cli.restore_cmd import prune_lines
 from transfer.options import CopyOptions
@@ -16,7 +17,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
     """Registry to registry, for connected networks: the same plans and uploads as export/import."""
     import transfer.api
 
-    opts = options(CopyOptions, **selection_options(args), **upload_options(args), prune=args.prune, have=args.have)
+    opts = options(CopyOptions, **selection_options(args), **upload_options(args), prune=args.prune, have=args.have,
+                   require_signed=args.require_signed)
     creds = access(args)
 
     def job(progress):  # type: ignore[no-untyped-def]
@@ -27,7 +29,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
 
 def _copy_lines(report: CopyReport) -> list[str]:
-    return (summary_lines("copied", report) + upload_lines(report) + report.platform_notes + report.tag_problems
+    return (summary_lines("copied", report) + signature_lines(report) + upload_lines(report) + report.platform_notes + report.tag_problems
             + prune_lines(report.prune))
 
 
@@ -40,7 +42,8 @@ def register(subparsers, parents) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  transfer copy src:5000/app:1.0 dst:5000/app:1.0\n"
                "  transfer copy --catalog src:5000 dst:5000/mirror\n"
-               "  transfer copy --catalog src:5000 dst:5000 --prune      mirror: dst's copies equal src\n")
+               "  transfer copy --catalog src:5000 dst:5000 --prune      mirror: dst's copies equal src\n"
+               "  transfer copy src:5000/app:1.0 dst:5000/app:1.0 --require-signed cosign.pub\n")
     p.add_argument("src", metavar="SRC", help="source image reference (or HOST with --catalog)")
     p.add_argument("dst", metavar="DST", help="destination reference; without a tag the source tag is kept "
                    "(or HOST[/PREFIX] with --catalog)")
@@ -51,6 +54,7 @@ def register(subparsers, parents) -> None:
     p.add_argument("--have", metavar="INVENTORY",
                    help="an inventory of DST: blobs it holds anywhere are cross-mounted instead of uploaded")
     add_selection_options(p)
+    add_signature_policy(p)
     add_upload_options(p)
     add_transfer_options(p)
     p.set_defaults(func=cmd_copy)

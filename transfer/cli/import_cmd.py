@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from transfer.cli.common import (access, add_transfer_options, add_upload_options, emit, options, run_job,
-                                 summary_lines, upload_lines, upload_options)
+from transfer.cli.common import (access, add_signature_policy, add_transfer_options, add_upload_options, emit, options,
+                                 run_job, signature_lines, summary_lines, upload_lines, upload_options)
 from transfer.cli.remote import registry_options
 from transfer.cli.restore_cmd import prune_lines
 from transfer.errors import PartOrderError, TransferError
@@ -22,7 +22,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     opts = options(ImportOptions, **upload_options(args), map=args.map or [], on_existing=args.on_existing,
                    allow_incomplete=args.allow_incomplete, jobs=args.jobs, keep_going=args.keep_going,
-                   prune=args.prune, have=args.have)
+                   prune=args.prune, have=args.have, require_signed=args.require_signed)
     creds = access(args)
     if args.dry_run:
         plan = transfer.api.import_plan(args.bundle, args.target, options=opts, access=creds, keys=args.key or ())
@@ -44,7 +44,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def _import_lines(report: ImportReport) -> list[str]:
-    lines = summary_lines("imported", report) + upload_lines(report)
+    lines = summary_lines("imported", report) + signature_lines(report) + upload_lines(report)
     if report.signature is not None and report.signature.checked:
         lines.append(f"signature checked: signed by {', '.join(report.signature.keys)}, every record as signed")
     if isinstance(report, PartImportReport):
@@ -90,6 +90,7 @@ def register(subparsers, parents) -> None:
                "  transfer import site.bundle registry.local:5000 --dry-run\n"
                "  transfer export SRC:5000/app:1.0 -o - | ssh gate transfer import - registry.local:5000\n"
                "  transfer import backup.bundle registry.local:5000 --prune --dry-run   restore: what goes\n"
+               "  transfer import site.bundle registry.local:5000 --require-signed cosign.pub\n"
                "\nFrom a stream ('-', a FIFO, <(...)) blobs are uploaded as they pass and each image is\n"
                "finished as soon as its last blob has. A stream cut short keeps what reached the registry;\n"
                "send it again (or import the file) and only what is missing is uploaded.\n")
@@ -111,6 +112,7 @@ def register(subparsers, parents) -> None:
                    help="trusted public key (repeatable: any of them): the bundle must be signed by one, and every "
                    "record is read back against what was signed before anything is pushed (the bundle is read "
                    "twice); an unsigned bundle, another key or any mismatch is refused. Not with a stream '-'")
+    add_signature_policy(p)
     add_upload_options(p)
     add_transfer_options(p)
     p.set_defaults(func=cmd_import)
