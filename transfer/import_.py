@@ -154,11 +154,13 @@ def current_digest(dst: Source, repo: str, tag: str) -> str | None:
         return None
 
 
-def current_tags(dst: Source, plans: list[ImagePlan], jobs: int = 1) -> list[tuple[ImagePlan, str, str | None]]:
-    """(plan, tag, digest the tag points at in ``dst`` or None) for every tag of the plans."""
-    tags = [(plan, tag) for plan in plans for tag in plan.tags]
-    digests = parallel_map(lambda item: current_digest(dst, item[0].dst_repo, item[1]), tags, jobs)
-    return [(plan, tag, digest) for (plan, tag), digest in zip(tags, digests)]
+def current_tags(dst: Source, plans: list[ImagePlan], jobs: int = 1,
+                 empty: Collection[str] = ()) -> list[tuple[ImagePlan, str, str | None]]:
+    """(plan, tag, digest the tag points at in ``dst`` or None) for every tag of the plans; tags
+    of the repositories in ``empty`` (known to hold nothing) are not asked."""
+    tags = [(plan, tag) for plan in plans for tag in plan.tags if plan.dst_repo not in empty]
+    digests = iter(parallel_map(lambda item: current_digest(dst, item[0].dst_repo, item[1]), tags, jobs))
+    return [(plan, tag, None if plan.dst_repo in empty else next(digests)) for plan in plans for tag in plan.tags]
 
 
 @dataclass
@@ -172,11 +174,17 @@ class TagDecisions:
 
 def decide_tags(dst: Source, plans: list[ImagePlan], policy: str, jobs: int = 1) -> TagDecisions:
     """Ask where every tag points now; decide conflicts by ``policy`` (``skip`` drops the tag from
-    its plan, ``fail`` raises before anything is pushed)."""
+    its plan, ``fail`` raises before anything is pushed).
+
+    A registry is first asked (its catalog, RegistryStore.learn_empty) which target repositories
+    do not exist: nothing in them is asked about again (their tags, blobs and manifests). The
+    tags are trusted to that answer only under ``overwrite``, where a tag the catalog missed is
+    written again (the same PUT); ``skip`` and ``fail`` ask about every tag."""
     if policy not in ON_EXISTING:
         raise UsageError(f"invalid --on-existing {policy!r}: choose one of {', '.join(ON_EXISTING)}")
+    empty = dst.learn_empty({p.dst_repo for p in plans}) if isinstance(dst, RegistryStore) and plans else frozenset()
     decisions = TagDecisions()
-    for plan, tag, current in current_tags(dst, plans, jobs):
+    for plan, tag, current in current_tags(dst, plans, jobs, empty if policy == "overwrite" else ()):
         where = f"{plan.dst_repo}:{tag}"
         if current is None:
             continue

@@ -20,7 +20,7 @@ from transfer.models import Descriptor, Platform, referrers_tag
 from transfer.engine import ordered_map
 from transfer.options import DEFAULT_LOOKUPS
 from transfer.progress import NullProgress, Progress
-from transfer.store import ImagePlan, Referrers, Source, plan_image
+from transfer.store import ImagePlan, Referrers, ResolvesWithBytes, Source, plan_image
 
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
 MAX_REFERRER_DEPTH = 3
@@ -36,6 +36,15 @@ class Selection:
     @property
     def label(self) -> str:
         return f"{self.repository}{'@' if is_digest(self.ref) else ':'}{self.ref}"
+
+
+class Selections(list[Selection]):
+    """Selections, with the tags lists read to make them (repository -> every tag, referrer tags
+    too), so planning need not ask for them again."""
+
+    def __init__(self, items: Iterable[Selection] = (), tags: dict[str, list[str]] | None = None) -> None:
+        super().__init__(items)
+        self.tags: dict[str, list[str]] = tags if tags is not None else {}
 
 
 @dataclass
@@ -61,10 +70,11 @@ class CatalogFilter:
 def select_repositories(src: Source, repositories: list[str], filt: CatalogFilter, *,
                         lookups: int = DEFAULT_LOOKUPS) -> list[Selection]:
     """Every tag of each repository that passes the filter (the --all-tags and --catalog paths);
-    the tags lists are read ``lookups`` at a time."""
+    the tags lists are read ``lookups`` at a time (and kept: ``Selections.tags``)."""
     wanted = [repo for repo in repositories if filt.repository_ok(repo)]
-    out = []
+    out = Selections()
     for repo, tags in zip(wanted, ordered_map(src.tags, wanted, lookups, 4 * lookups)):
+        out.tags[repo] = tags
         out += [Selection(repo, t) for t in tags if filt.tag_ok(t) and not is_referrer_tag(t)]
     return out
 
@@ -98,8 +108,10 @@ def iter_plans(
     the copy starts while later images are read. Tags of one root in one repository make one
     plan: every reference is resolved (in parallel) before the first plan is read."""
     progress = progress or NullProgress()
-    roots = _resolve(src, selections, lookups, keep_going, failures, progress)  # now: a bad reference fails first
-    planner = _Planner(src, platforms, referrers, {root.digest for root, _, _ in roots.values()})
+    raws: dict[tuple[str, str], bytes] = {}  # (repo, digest) -> the root's bytes, read while resolving
+    roots = _resolve(src, selections, lookups, keep_going, failures, progress, raws)  # now: a bad reference fails first
+    planner = _Planner(src, platforms, referrers, {root.digest for root, _, _ in roots.values()}, raws,
+                       getattr(selections, "tags", None))
     return _read_plans(planner, roots, lookups, keep_going, failures, progress)
 
 
@@ -125,41 +137,58 @@ Rooted = dict[tuple[str, str], tuple[Descriptor, list[str], str]]  # (repo, dige
 
 
 def _resolve(src: Source, selections: list[Selection], lookups: int, keep_going: bool,
-             failures: list[tuple[str, str]] | None, progress: Progress) -> Rooted:
-    """Every selection's root, ``lookups`` at a time; tags of one root grouped, in order."""
-    def resolve(sel: Selection) -> Descriptor | TransferError:
+             failures: list[tuple[str, str]] | None, progress: Progress, raws: dict[tuple[str, str], bytes]) -> Rooted:
+    """Every selection's root, ``lookups`` at a time; tags of one root grouped, in order. A source
+    that answers a reference with the manifest (ResolvesWithBytes) gives the root's bytes in the
+    same request: they go into ``raws`` for planning (no second request for them)."""
+    def resolve(sel: Selection) -> tuple[Descriptor, bytes | None] | TransferError:
         try:
-            return src.resolve(sel.repository, sel.ref)
+            return _resolve_one(src, sel.repository, sel.ref)
         except TransferError as exc:
             return exc
 
     roots: Rooted = {}
-    for found, (sel, root) in enumerate(zip(selections, ordered_map(resolve, selections, lookups, 8 * lookups)), 1):
+    for found, (sel, got) in enumerate(zip(selections, ordered_map(resolve, selections, lookups, 8 * lookups)), 1):
         if found % 100 == 0 or found == len(selections):
             progress.images(found, 0)
-        if isinstance(root, TransferError):
+        if isinstance(got, TransferError):
             if not keep_going or failures is None:
-                raise root
-            failures.append((sel.label, str(root)))
+                raise got
+            failures.append((sel.label, str(got)))
             continue
+        root, raw = got
+        if raw is not None:
+            raws.setdefault((sel.repository, root.digest), raw)
         entry = roots.setdefault((sel.repository, root.digest), (root, [], sel.label))
         if not is_digest(sel.ref):
             entry[1].append(sel.ref)
     return roots
 
 
+def _resolve_one(src: Source, repo: str, ref: str) -> tuple[Descriptor, bytes | None]:
+    """A reference's root, with its bytes where the source gives them in the same request."""
+    if isinstance(src, ResolvesWithBytes):
+        return src.resolve_read(repo, ref)
+    return src.resolve(repo, ref), None
+
+
 class _Planner:
     """Reads one image's plan and its referrers' plans (run from several threads)."""
 
-    def __init__(self, src: Source, platforms: list[Platform] | None, referrers: bool, roots: set[str]) -> None:
+    def __init__(self, src: Source, platforms: list[Platform] | None, referrers: bool, roots: set[str],
+                 raws: dict[tuple[str, str], bytes], tags: dict[str, list[str]] | None = None) -> None:
         self.src, self.platforms, self.referrers, self.roots = src, platforms, referrers, roots
-        self._tags: dict[str, set[str]] = {}
+        self._raws = raws
+        self._tags: dict[str, set[str]] = {repo: set(names) for repo, names in (tags or {}).items()}
         self._lock = threading.Lock()
+        self._repo_locks: dict[str, threading.Lock] = {}
 
     def try_plan(self, item: tuple[tuple[str, str], tuple[Descriptor, list[str], str]]) -> tuple[str, list[ImagePlan] | TransferError]:
-        (repo, _), (root, tags, label) = item
+        (repo, digest), (root, tags, label) = item
+        with self._lock:
+            raw = self._raws.pop((repo, digest), None)  # read while resolving; not kept after
         try:
-            plan = plan_image(self.src, repo, root, platforms=self.platforms, label=label)
+            plan = plan_image(self.src, repo, root, platforms=self.platforms, label=label, raw=raw)
             plan.tags = list(tags)
             return label, [plan] + (self._referrer_plans(plan) if self.referrers else [])
         except TransferError as exc:
@@ -179,15 +208,22 @@ class _Planner:
         return out
 
     def _repo_tags(self, repo: str) -> set[str]:
+        """The tags of ``repo``: from the selection, else asked once (threads planning images of
+        one repository wait for the one answer)."""
         with self._lock:
             if repo in self._tags:
                 return self._tags[repo]
-        try:
-            tags = set(self.src.tags(repo))
-        except NotFoundError:
-            tags = set()
-        with self._lock:
-            return self._tags.setdefault(repo, tags)
+            lock = self._repo_locks.setdefault(repo, threading.Lock())
+        with lock:
+            with self._lock:
+                if repo in self._tags:
+                    return self._tags[repo]
+            try:
+                tags = set(self.src.tags(repo))
+            except NotFoundError:
+                tags = set()
+            with self._lock:
+                return self._tags.setdefault(repo, tags)
 
     def _referrers_of(self, repo: str, digest: str, seen: set[str]) -> list[ImagePlan]:
         tags = self._repo_tags(repo)
@@ -195,19 +231,20 @@ class _Planner:
         found: list[ImagePlan] = []
         for tag in [base + s for s in COSIGN_SUFFIXES] + [base]:
             if tag in tags:
-                desc = self.src.resolve(repo, tag)
-                found += _new_plan(self.src, repo, desc, [tag], seen, f"{repo}:{tag}")
+                desc, raw = _resolve_one(self.src, repo, tag)
+                found += _new_plan(self.src, repo, desc, [tag], seen, f"{repo}:{tag}", raw)
         if isinstance(self.src, Referrers):
             for desc in self.src.referrers(repo, digest):
                 found += _new_plan(self.src, repo, desc, [], seen, f"{repo}@{desc.digest} (referrer)")
         return found
 
 
-def _new_plan(src: Source, repo: str, desc: Descriptor, tags: list[str], seen: set[str], label: str) -> list[ImagePlan]:
+def _new_plan(src: Source, repo: str, desc: Descriptor, tags: list[str], seen: set[str], label: str,
+              raw: bytes | None = None) -> list[ImagePlan]:
     if desc.digest in seen:
         return []
     seen.add(desc.digest)
-    return [plan_image(src, repo, desc, tags=tags, label=label)]
+    return [plan_image(src, repo, desc, tags=tags, label=label, raw=raw)]
 
 
 def parse_reference_file(path: str) -> list[str]:

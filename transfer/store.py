@@ -96,6 +96,15 @@ class Referrers(Protocol):
 
 
 @runtime_checkable
+class ResolvesWithBytes(Protocol):
+    """A source that answers a reference with the manifest itself (a registry's GET by tag): one
+    request instead of a question for the digest and a second one for the bytes."""
+
+    def resolve_read(self, repo: str, ref: str) -> tuple[Descriptor, bytes]:
+        """``resolve`` and the root manifest's exact bytes (verified against the digest)."""
+
+
+@runtime_checkable
 class PushByTag(Protocol):
     """A target that stores a manifest and points a tag at it in one request (a registry's PUT
     by tag): a new image's root then costs one request, not a check, a push and a tag."""
@@ -169,10 +178,12 @@ def plan_image(
     tags: list[str] | None = None,
     platforms: list[Platform] | None = None,
     label: str = "",
+    raw: bytes | None = None,
 ) -> ImagePlan:
-    """Read the manifest graph under ``root`` and list what a copy must move."""
+    """Read the manifest graph under ``root`` and list what a copy must move (``raw``: the root's
+    bytes where they were read already, verified)."""
     plan = ImagePlan(src_repo, dst_repo or src_repo, root, list(tags or []), label=label or root.digest)
-    raw = read_manifest(src, src_repo, root, MAX_MANIFEST_SIZE)
+    raw = read_manifest(src, src_repo, root, MAX_MANIFEST_SIZE) if raw is None else raw
     view = parse_manifest(raw, root.media_type, f"{plan.label} ({root.digest})")
     if view.is_index and platforms:
         root, raw, view = _filter_platforms(plan, root, raw, view, platforms)

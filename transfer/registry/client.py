@@ -238,6 +238,15 @@ class RegistryClient:
             names.update(_valid_names(page, validate_repository, f"repository name(s) in the catalog of {self.host}"))
         return sorted(names)
 
+    def catalog_within(self, pages: int, page_size: int = 1000) -> list[str] | None:
+        """``catalog()`` if it takes at most ``pages`` pages, else None (what was read is dropped)."""
+        names: set[str] = set()
+        for n, page in enumerate(self._pages(f"/v2/_catalog?n={page_size}", (CATALOG_SCOPE,), "repositories"), 1):
+            if n > pages:
+                return None
+            names.update(_valid_names(page, validate_repository, f"repository name(s) in the catalog of {self.host}"))
+        return sorted(names)
+
     def tags(self, repo: str) -> list[str]:
         """Every tag of ``repo`` (following Link pages), sorted; NotFoundError if unknown. A tag
         that is not a valid tag (``../x``, ``a/b``, ``v1\\n``) is skipped with a warning."""

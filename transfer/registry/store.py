@@ -16,7 +16,8 @@ from typing import ClassVar, Iterable, Mapping, Protocol
 
 from transfer.digest import VerifyingReader, digest_bytes
 from transfer.models import MANIFEST_TYPES, MAX_MANIFEST_SIZE, SCHEMA1_TYPES, Descriptor
-from transfer.errors import IntegrityError, NotFoundError, RegistryError, TransferError, UnsupportedManifestError, UploadError
+from transfer.errors import (IntegrityError, NotFoundError, RegistryError, RegistryUnreachableError, TransferError,
+                             UnsupportedManifestError, UploadError)
 from transfer.registry.client import RegistryClient, UploadStatus
 from transfer.registry.cursor import OpenAt
 from transfer.registry.upload import OpenSession, RangeUpload
@@ -86,6 +87,7 @@ class RegistryStore:
         self.mounted = 0  # blobs cross-mounted instead of uploaded
         self._absent: set[tuple[str, str]] = set()  # (repo, digest) exists() just found missing
         self.confirmed_tags: set[tuple[str, str]] = set()  # (repo, tag) a PUT answered with the right digest
+        self.empty: frozenset[str] = frozenset()  # repositories the catalog said did not exist (learn_empty)
         self._referrers_api: bool | None = None  # None: not asked yet this run
         self._referrers_probe = threading.Lock()
 
@@ -94,7 +96,16 @@ class RegistryStore:
 
     # Source / Catalog
     def resolve(self, repo: str, ref: str) -> Descriptor:
-        desc = self.client.head_manifest(repo, ref)
+        return self._carried(repo, ref, self.client.head_manifest(repo, ref))
+
+    def resolve_read(self, repo: str, ref: str) -> tuple[Descriptor, bytes]:
+        """One GET: the root's descriptor and exact bytes (where a HEAD would be followed by a
+        GET by digest for them)."""
+        manifest = self.client.get_manifest(repo, ref)
+        return self._carried(repo, ref, manifest.descriptor), manifest.data
+
+    def _carried(self, repo: str, ref: str, desc: Descriptor) -> Descriptor:
+        """``desc`` if transfer can carry it (OCI or Docker v2); UnsupportedManifestError if not."""
         if desc.media_type in SCHEMA1_TYPES:
             raise UnsupportedManifestError(
                 f"{self.client.host}/{repo}:{ref} is a Docker schema1 manifest, which cannot be carried "
@@ -132,7 +143,36 @@ class RegistryStore:
         return self.client.referrers(repo, digest) or []
 
     # Target
+    def learn_empty(self, repos: Iterable[str]) -> frozenset[str]:
+        """Ask the catalog (one request per 1,000 repositories, and no more pages than 1 + one
+        per 100 of ``repos``) which of ``repos`` do not exist yet: they hold no blob, manifest or
+        tag (distribution lists every repository holding a blob), so ``exists`` answers False for
+        them without asking. Learns nothing where the catalog is refused, missing or too long.
+        Only ever saves questions: a registry whose catalog leaves a repository out gets a blob
+        or manifest uploaded that it had already (the same bytes again)."""
+        wanted = set(repos)
+        try:
+            listed = self.client.catalog_within(1 + len(wanted) // 100) if wanted else None
+        except RegistryUnreachableError:
+            raise
+        except RegistryError:
+            listed = None
+        if listed is not None:
+            self.empty = frozenset(wanted.difference(listed))
+        return self.empty
+
+    def _not_empty(self, repo: str) -> None:
+        """``repo`` got content outside the copy engine's order (which never asks about what it
+        pushed): ``exists`` asks about it again."""
+        with self._lock:
+            if repo in self.empty:
+                self.empty = self.empty - {repo}
+
     def exists(self, repo: str, desc: Descriptor) -> bool:
+        if repo in self.empty:  # nothing was there when the run began, and a push comes next
+            with self._lock:
+                self._absent.add((repo, desc.digest))
+            return False
         present = (self._manifest_present if desc.is_manifest else self._blob_present)(repo, desc.digest)
         if not present:  # a push that follows need not ask again
             with self._lock:
@@ -170,6 +210,8 @@ class RegistryStore:
         if desc.is_manifest:
             self._push_manifest(repo, desc, open_blob)
             return
+        if mount_from:  # a mount outside the engine's order (delta, a blob spanning parts): the repository holds it
+            self._not_empty(repo)
         if not self._asked_absent(repo, desc.digest) and self._blob_present(repo, desc.digest):
             return
         source = mount_from or self._homes.get(desc.digest) or self.find_home(repo, desc.digest)
@@ -240,6 +282,7 @@ class RegistryStore:
         """Push the bytes ``[start, end)`` of a blob whose other bytes are not at hand (a blob
         spanning bundle parts): the upload session is continued from the journal and left open
         for the next run unless ``end`` completes the blob (see ChunkedUploader.upload_range)."""
+        self._not_empty(repo)
         if self._blob_present(repo, desc.digest):
             return RangeUpload(desc.size)
 
