@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from benchmarks.bench_export import SKOPEO_SYNC
-from benchmarks.common import (Content, Registry, Run, Skopeo, build_content, common_args, machine, measure,
-                               measure_all, median, mib, seeded_registry, size_arg, table, transfer_cmd, warm_bytecode)
+from benchmarks.common import (Content, Registry, Run, Skopeo, baseline_label, baseline_run, build_content, common_args,
+                               machine, measure, measure_all, median, mib, seeded_registry, size_arg, table, transfer_cmd,
+                               warm_bytecode, warm_tree)
 from transfer.sizes import format_size
 
 SKOPEO_IMPORT = ["skopeo", "sync", "--src", "dir", "--dest", "docker", "--all", "--preserve-digests",
@@ -49,7 +51,8 @@ def prepare(content: Content, work: Path) -> tuple[Path, Path]:
         registry.stop()
 
 
-def importers(bundle: Path, skopeo_dir: Path, content: Content, work: Path, chunk_sizes: list[int]):
+def importers(bundle: Path, skopeo_dir: Path, content: Content, work: Path, chunk_sizes: list[int],
+              baseline: str | None = None):
     """name -> function(destination registry) -> Run."""
     def transfer(*extra: str):
         journal = work / "journal.json"
@@ -60,6 +63,11 @@ def importers(bundle: Path, skopeo_dir: Path, content: Content, work: Path, chun
         return measure_all([[*SKOPEO_IMPORT, str(skopeo_dir / ns), f"{dst.host}/{ns}"] for ns in namespaces])
 
     tools = {"transfer": transfer(), "skopeo": skopeo}
+    if baseline:
+        warm_tree(baseline)
+        journal = work / "journal-baseline.json"
+        tools[baseline_label(baseline)] = lambda dst: baseline_run(baseline, "-q", "import", str(bundle), dst.host,
+                                                                   "--journal", str(journal))
     for size in chunk_sizes:
         tools[f"transfer --chunk-size {format_size(size)}"] = transfer("--chunk-size", str(size))
     return tools
@@ -102,7 +110,8 @@ def main() -> None:
         work = Path(tmp)
         bundle, skopeo_dir = prepare(content, work)
         print(f"import: {content.describe()}", file=sys.stderr)
-        results = rounds(importers(bundle, skopeo_dir, content, work, chunk_sizes), content, work, args.repeat)
+        results = rounds(importers(bundle, skopeo_dir, content, work, chunk_sizes, args.baseline), content, work,
+                         args.repeat)
     base = median([r.seconds for r in results["transfer"]])
     rows = []
     for name, runs in results.items():
@@ -110,7 +119,8 @@ def main() -> None:
         t = median(secs)
         rows.append([name, f"{t:.2f}", f"{min(secs):.2f}..{max(secs):.2f}",
                      f"{content.unique_bytes() / t / 1e6:.0f}", f"{t / base:.2f}", mib(max(r.max_rss for r in runs))])
-    print(f"\n### Import, {dt.date.today()}, {machine()}, {args.repeat} rounds\n")
+    print(f"\n### Import, {dt.date.today()}, {machine()}, {args.repeat} rounds, "
+          f"load average {os.getloadavg()[0]:.1f} at the end\n")
     print(f"Content: {content.describe()}; large layer {mib(args.large)}.\n")
     print(table(["tool", "median s", "min..max s", "MB/s", "time / transfer's", "peak RSS"], rows))
     s = median([r.seconds for r in results["skopeo"]])

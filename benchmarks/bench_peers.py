@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
 from benchmarks.bench_export import export_skopeo, export_transfer
-from benchmarks.common import (Content, Registry, Run, build_content, common_args, machine, measure, median, mib,
-                               remove, seeded_registry, table, warm_bytecode)
+from benchmarks.common import (Content, Registry, Run, baseline_label, baseline_run, build_content, common_args, machine,
+                               measure, median, mib, remove, seeded_registry, table, warm_bytecode, warm_tree)
 from benchmarks.peers import crane
 
 
@@ -63,13 +64,29 @@ TOOLS = {"transfer": export_transfer, "crane": export_crane, "crane + sync": exp
 SUFFIX = {"transfer": "bundle", "crane": "oci", "crane + sync": "oci", "skopeo": "dir", "floor": "blobs"}
 
 
+def with_baseline(tree: str | None) -> None:
+    """Add transfer from ``tree`` (same command and check as transfer) to TOOLS."""
+    if not tree:
+        return
+    name = baseline_label(tree)
+
+    def run(registry: Registry, content: Content, bundle: Path) -> Run:
+        got = baseline_run(tree, "--json", "export", "--catalog", registry.host, "-o", str(bundle))
+        if json.loads(got.stdout)["images"] != len(content.images):
+            raise SystemExit(f"{name}: wrong image count")
+        return got
+
+    warm_tree(tree)
+    TOOLS[name], SUFFIX[name] = run, "bundle"
+
+
 def rounds(registry: Registry, content: Content, work: Path, repeat: int) -> dict[str, list[Run]]:
     results: dict[str, list[Run]] = {name: [] for name in TOOLS}
     names = list(TOOLS)
     for i in range(repeat):
         order = names[i % len(names):] + names[:i % len(names)]
         for name in order:
-            out = work / f"{name.replace(' + ', '-')}-{i}.{SUFFIX[name]}"
+            out = work / f"{name.replace(' + ', '-').replace(' ', '-')}-{i}.{SUFFIX[name]}"
             remove(out)
             os.sync()  # the last run's writes are on the disk: none of them slows this one
             run = TOOLS[name](registry, content, out)
@@ -84,6 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common_args(parser)
     args = parser.parse_args()
+    with_baseline(args.baseline)
     content = build_content(args.cache, scale=args.scale, large=args.large)
     registry = seeded_registry(content)
     warm_bytecode()
@@ -97,7 +115,8 @@ def main() -> None:
              f"{min(r.seconds for r in runs):.2f}..{max(r.seconds for r in runs):.2f}",
              f"{median([r.seconds for r in runs]) / base:.2f}", mib(max(r.max_rss for r in runs))]
             for name, runs in results.items()]
-    print(f"\n### Export with the peers, {dt.date.today()}, {machine()}, {args.repeat} rounds\n")
+    print(f"\n### Export with the peers, {dt.date.today()}, {machine()}, {args.repeat} rounds, "
+          f"load average {os.getloadavg()[0]:.1f} at the end\n")
     print(f"Content: {content.describe()}.\n")
     print(table(["tool", "median s", "min..max s", "time / transfer's", "peak RSS"], rows))
 

@@ -297,6 +297,23 @@ def transfer_cmd(*args: str) -> list[str]:
     return [PYTHON, "-m", "transfer", *args]
 
 
+def baseline_run(tree: str | Path, *args: str) -> Run:
+    """``transfer ARGS`` from another source tree (e.g. a worktree at main's commit: ``git worktree
+    add /tmp/wt-base main``), measured as transfer_cmd is: the tree comes first on sys.path (-P:
+    not the current directory), its bytecode cached beside this tree's."""
+    env = dict(child_env(), PYTHONPATH=str(Path(tree).resolve()))
+    return measure([PYTHON, "-P", "-m", "transfer", *args], env=env)
+
+
+def baseline_label(tree: str | Path) -> str:
+    rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return f"transfer at {rev.stdout.strip() or tree}"
+
+
+def warm_tree(tree: str | Path) -> None:
+    subprocess.run([PYTHON, "-m", "compileall", "-q", str(Path(tree) / "transfer")], env=child_env(), check=True)
+
+
 def disk_usage(path: Path) -> tuple[int, int]:
     """(allocated bytes, apparent bytes) of a file or a tree."""
     path = Path(path)
@@ -350,3 +367,5 @@ def common_args(parser) -> None:
     parser.add_argument("--large", type=size_arg, default=400 * MiB, help="size of the large layer (default 400MiB)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each tool, alternating order (default 3)")
     parser.add_argument("--workdir", help="where results are written (default: a temporary directory under /tmp)")
+    parser.add_argument("--baseline", metavar="TREE",
+                        help="also run transfer from this source tree (e.g. a worktree of main) in the same rounds")

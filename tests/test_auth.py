@@ -32,6 +32,21 @@ def test_basic_over_tls_with_ca_cert(tls_registry, seeded):
         assert client.get_manifest("sample/app", "app").data == seeded["app"].manifest.raw
 
 
+def test_the_trust_store_is_the_policys_and_read_once(tls_registry, seeded, monkeypatch):
+    """requests names certifi's bundle for every HTTPS connection, which urllib3 loaded into the
+    policy's context again at each new connection (50 ms of CPU each): the connections carry no
+    CA file of their own, and verification still uses the policy's trust (--ca-cert here)."""
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    tls = tls_policy(tls_registry.host, ca_cert=str(tls_registry.ca_cert_path))
+    with RegistryClient(tls_registry.host, credentials=creds(tls_registry), tls=tls, retry=FAST) as client:
+        assert "app" in client.tags("sample/app")
+        manager = client.transport.session.get_adapter("https://x").poolmanager
+        pools = [manager.pools[key] for key in manager.pools.keys()]
+        assert pools and all(p.ca_certs is None and p.ca_cert_dir is None for p in pools)
+        assert all(p.cert_reqs == "CERT_REQUIRED" for p in pools)
+
+
 def test_basic_over_tls_with_certs_d(tls_registry, tmp_path, monkeypatch):
     hostdir = tmp_path / "certs.d" / tls_registry.host
     hostdir.mkdir(parents=True)

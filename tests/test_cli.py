@@ -92,3 +92,26 @@ def test_pydantic_models_are_built_on_first_use():
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     assert int(out[0]) > 10
     assert "ExportReport" in out[1:] and "ImportReport" not in out[1:] and "ImportOptions" not in out[1:]
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_HELP))
+def test_a_commands_help_loads_nothing_heavy(command):
+    """'transfer CMD --help' builds that command's parser only: the defaults and limits it shows
+    come from transfer.limits, the options, reports, registry client and bundle code are imported
+    where the command runs."""
+    assert _loaded_by(command, "--help") == set()
+
+
+def test_an_argument_error_of_a_command_loads_nothing_heavy():
+    assert _loaded_by("export", "--jobs", "0", "-o", "x.bundle", "localhost:5000/a") == set()
+    assert _loaded_by("import", "--chunk-size", "1k", "b.bundle", "localhost:5000") == set()
+
+
+def test_the_limits_are_the_ones_the_code_uses():
+    from transfer import limits, options
+    from transfer.bundle import format as fmt
+    from transfer.registry import settings, upload
+
+    assert (options.DEFAULT_JOBS, options.DEFAULT_LOOKUPS) == (limits.DEFAULT_JOBS, limits.DEFAULT_LOOKUPS)
+    assert fmt.MIN_SPLIT_SIZE == limits.MIN_SPLIT_SIZE and upload.CHUNK_SECONDS == limits.CHUNK_SECONDS
+    assert settings.check_chunk_size is limits.check_chunk_size and settings.MIN_CHUNK_SIZE == limits.MIN_CHUNK_SIZE

@@ -127,3 +127,80 @@ def test_kill_9_inside_a_blob_then_the_rerun_fetches_only_the_rest(fresh_registr
     with BundleReader(out) as r:
         assert r.complete and big.blob_digests() <= set(r.digests())
     assert verify(out).ok
+
+
+class _FailingFile:
+    """A bundle part whose writes fail (a full disk) once ``budget`` more bytes were written."""
+
+    def __init__(self, fh, budget: int) -> None:
+        self._fh, self.budget = fh, budget
+
+    def write(self, data) -> int:
+        self.budget -= len(data)
+        if self.budget < 0:
+            raise OSError(28, "No space left on device")
+        return self._fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+
+def test_a_write_failing_inside_a_blob_keeps_the_records_written_before(tmp_path):
+    """One writer thread serves every record of a content and writes each header once the
+    record's payload is out, while the reader goes on with the next record: a failed write drops
+    the records whose header was not written, keeps the others, and the blob continues from them."""
+    data = random.Random(9).randbytes(5 * MiB + 777)
+    desc = Descriptor(media_type=OCI_LAYER_GZIP, digest=digest_bytes(data), size=len(data))
+    w = BundleWriter(tmp_path / "b.bundle", checkpoint=MiB)
+    real = w._part.fh
+    w._part.fh = _FailingFile(real, 3 * MiB + 500_000)
+    with pytest.raises(Exception, match="No space left"):
+        w.push("app", desc, Source(data).open)
+    w._part.fh = real
+    assert w._available(desc.digest) == 3 * MiB and not w.stored(desc.digest)
+    again = Source(data)
+    w.push("app", desc, again.open)
+    w.close()
+    assert again.starts == [0, 3 * MiB]
+    with BundleReader(tmp_path / "b.bundle") as r:
+        assert r.complete and r.fetch("app", desc).read_all(len(data)) == data
+    assert verify(tmp_path / "b.bundle").ok
+
+
+class _Pipe(io.RawIOBase):
+    """A write-only, unseekable stream (what a pipe is to the writer)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.data += b
+        return len(b)
+
+
+@pytest.mark.parametrize("media_type", [OCI_LAYER_GZIP, OCI_LAYER])  # stored as is / zstd frames
+def test_a_stream_gets_the_same_bytes_as_a_file_for_a_blob_of_many_records(tmp_path, media_type):
+    """To a stream each record's payload is held until its header is known: the same bytes as a
+    file whose headers are written over zeros, record after record of the same content."""
+    rng = random.Random(10)
+    big = rng.randbytes(3 * MiB) + bytes(2 * MiB) + rng.randbytes(MiB + 99)  # incompressible, then not
+    small = rng.randbytes(1000)
+    blobs = [Descriptor(media_type=media_type, digest=digest_bytes(d), size=len(d)) for d in (big, small)]
+    created = "2026-01-02T03:04:05Z"
+
+    def write(out) -> None:
+        w = BundleWriter(out, checkpoint=MiB, created=created)
+        for desc, data in zip(blobs, (big, small)):
+            w.push("app", desc, Source(data).open)
+        w.close()
+
+    write(tmp_path / "f.bundle")
+    pipe = _Pipe()
+    write(pipe)
+    assert bytes(pipe.data) == (tmp_path / "f.bundle").read_bytes()
+    with BundleReader(tmp_path / "f.bundle") as r:
+        assert len([c for c in r.parts[0].doc.chunks if c.digest == blobs[0].digest]) == 7
+        assert r.fetch("app", blobs[0]).read_all(len(big)) == big

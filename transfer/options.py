@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from transfer.registry.client import RegistryClient
 
-DEFAULT_JOBS = 4
-DEFAULT_LOOKUPS = 16  # requests in flight while planning (resolving, reading manifests and referrers)
+from transfer.limits import DEFAULT_JOBS, DEFAULT_LOOKUPS  # noqa: E402  (light: the command line's help shows them)
 
 
 class _Options(BaseModel):

@@ -22,7 +22,7 @@ from transfer.store import ImagePlan
 from transfer.untrusted import load_json, validate
 
 MAGIC = b"\x89TRBNDL\n"
-MIN_SPLIT_SIZE = 64 << 10  # a part must hold its header, a record and its index
+from transfer.limits import MIN_SPLIT_SIZE  # noqa: E402  (a part must hold its header, a record and its index)
 VERSION = 2  # what this build writes (docs/bundle-format.md, "Versions")
 VERSIONS = (1, 2)  # what it reads
 # magic, version, header length, part number, set id, reserved; then CRC-32 of those 36 bytes.

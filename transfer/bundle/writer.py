@@ -21,7 +21,7 @@ import queue
 import threading
 import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, ClassVar, Union
 
 import zstandard
 
@@ -87,17 +87,6 @@ class StreamOut:
         self.closed = True
 
 
-class _Held:
-    """A record's payload held in memory until its header is known (stream output)."""
-
-    def __init__(self) -> None:
-        self.pieces: list[bytes] = []
-
-    def write(self, data: bytes | memoryview) -> int:
-        self.pieces.append(bytes(data))
-        return len(data)
-
-
 @dataclass
 class _Part:
     number: int
@@ -109,49 +98,135 @@ class _Part:
     plan: BundlePlan | None = None  # of the last PLAN record in this part (signing)
 
 
-class _Pipeline:
-    """Writes and checksums payload pieces on a worker thread while the caller reads, hashes and
-    compresses the next ones (hashlib, zlib and file writes release the GIL). At most ``depth``
-    pieces are in flight, so memory stays bounded. The worker starts with the second piece: a
-    payload of one piece (a small blob, a manifest) is written by the caller, as starting and
-    joining a thread for it cost more than the write (a third of an export of 1,000 small images)."""
+WRITEBACK_EVERY = 8 << 20  # payload bytes between two requests to start writing the file to disk
+_writeback: Any = None  # sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE), looked up on first use
 
-    def __init__(self, fh: BinaryIO, depth: int = 4) -> None:
+
+def _start_writeback(fd: int) -> None:
+    """Ask the kernel to begin writing a file's dirty pages to disk now, without waiting (Linux
+    ``sync_file_range(SYNC_FILE_RANGE_WRITE)``; nothing where there is no such call). The write-back
+    then overlaps the download, and the fsync that ends a part has less left to do."""
+    global _writeback
+    if _writeback is None:
+        _writeback = False
+        with contextlib.suppress(ImportError, OSError, AttributeError):
+            import ctypes
+
+            call = ctypes.CDLL(None, use_errno=True).sync_file_range
+            call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            _writeback = call
+    if _writeback:
+        _writeback(fd, 0, 0, 2)  # 2: SYNC_FILE_RANGE_WRITE; offset 0, length 0: the whole file
+
+
+class _Pipeline:
+    """Writes the records of one content (in one part) on a worker thread while the caller reads,
+    hashes and compresses the next pieces (hashlib, zlib and file writes release the GIL). At most
+    ``depth`` pieces are in flight, so memory stays bounded.
+
+    One worker serves every record of the content: a record's header is written by the worker once
+    the record's payload is out (``end_record``), so the caller goes on with the next record without
+    waiting for the disk (a thread per 16 MiB record made the reader wait at every record end).
+    In a file the header goes over the zeros written first (``begin_record``); to a stream (which
+    cannot seek back) the worker holds the record's payload until its header is known, then writes
+    both, so the bytes are the same as in a file. ``finished`` counts the records whose header is
+    written; ``end`` is where the caller's next byte lands.
+
+    The worker starts with the second payload piece: a content of one piece (a small blob, a
+    manifest) is written by the caller at ``close``, as starting and joining a thread for it cost
+    more than the write (a third of an export of 1,000 small images)."""
+
+    def __init__(self, fh: Any, stream: bool, depth: int = 4) -> None:
         self._fh, self._queue = fh, queue.Queue(maxsize=depth)
-        self.crc, self._error = 0, None
-        self._first: bytes | memoryview | None = None
+        self._held: list[bytes] | None = [] if stream else None  # a stream: this record's payload
+        self.crc, self._error, self._unsynced = 0, None, 0
+        self.end, self.finished = fh.tell(), 0
+        self._backlog: list[Any] = []  # what was put before the worker started
+        self._pieces = 0
         self._thread: threading.Thread | None = None
 
+    def begin_record(self, hlen: int) -> int:
+        """Start a record whose header takes ``hlen`` bytes; return where it begins."""
+        start = self.end
+        if self._held is None:
+            zeros = bytes(hlen)  # a record torn here has no valid header
+            self._submit(lambda: self._fh.write(zeros))
+        self.end += hlen
+        return start
+
     def put(self, data: bytes | memoryview) -> None:
+        """Payload bytes: written and counted in the record's CRC."""
+        self._pieces += 1
+        self._submit(data)
+        self.end += len(data)
+
+    def end_record(self, start: int, header: Callable[[int], bytes]) -> None:
+        """Write ``header(crc)`` at ``start`` once the record's payload is out."""
+        self._submit(lambda: self._finish_record(start, header))
+
+    def _finish_record(self, start: int, header: Callable[[int], bytes]) -> None:
+        data = header(self.crc)
+        if self._held is None:
+            self._fh.flush()
+            os.pwrite(self._fh.fileno(), data, start)
+        else:
+            self._fh.write(data)
+            for piece in self._held:
+                self._fh.write(piece)
+            self._held.clear()
+        self.crc = 0
+        self.finished += 1
+
+    def _submit(self, item: Any) -> None:
         if self._error is not None:
             raise self._error
         if self._thread is None:
-            if self._first is None:
-                self._first = data
+            if self._pieces < 2:
+                self._backlog.append(item)
                 return
             self._thread = threading.Thread(target=self._run, name="bundle-writer", daemon=True)
             self._thread.start()
-            self._queue.put(self._first)
-            self._first = None
-        self._queue.put(data)
+            for queued in self._backlog:
+                self._queue.put(queued)
+            self._backlog = []
+        self._queue.put(item)
 
     def _run(self) -> None:
-        while (data := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    self._fh.write(data)
-                    self.crc = zlib.crc32(data, self.crc)
+                    self._do(item)
                 except BaseException as exc:  # handed to the caller by put() or close()
                     self._error = exc
 
-    def close(self) -> None:
-        if self._thread is None:
-            if self._first is not None:
-                self._fh.write(self._first)
-                self.crc = zlib.crc32(self._first, self.crc)
+    def _do(self, item: Any) -> None:
+        if callable(item):
+            item()
             return
-        self._queue.put(None)
-        self._thread.join()
+        self.crc = zlib.crc32(item, self.crc)
+        if self._held is not None:
+            self._held.append(bytes(item))
+            return
+        self._fh.write(item)
+        self._unsynced += len(item)
+        if self._unsynced >= WRITEBACK_EVERY:
+            self._fh.flush()
+            _start_writeback(self._fh.fileno())
+            self._unsynced = 0
+
+    def close(self) -> None:
+        """Wait until everything put is written; raise what failed."""
+        if self._thread is None:
+            backlog, self._backlog = self._backlog, []
+            if self._error is None:
+                try:
+                    for item in backlog:
+                        self._do(item)
+                except BaseException as exc:
+                    self._error = exc
+        elif self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
         if self._error is not None:
             raise self._error
 
@@ -160,9 +235,9 @@ class _ChunkSink:
     """Writes one record's payload: stored as is, or one zstd frame; never past ``limit`` bytes
     stored nor ``max_length`` bytes of content."""
 
-    def __init__(self, fh: BinaryIO, codec: int, cctx: zstandard.ZstdCompressor, limit: int | None,
+    def __init__(self, out: _Pipeline, codec: int, cctx: zstandard.ZstdCompressor, limit: int | None,
                  max_length: int) -> None:
-        self._out, self._limit, self._max_length = _Pipeline(fh), limit, max_length
+        self._out, self._limit, self._max_length = out, limit, max_length
         self._z = cctx.compressobj() if codec == fmt.ZSTD else None
         self.stored = self.length = self._unflushed = 0
 
@@ -209,11 +284,6 @@ class _ChunkSink:
     def finish(self) -> None:
         if self._z is not None:
             self._emit(self._z.flush())
-
-    def close(self) -> int:
-        """Wait for the worker; return the payload CRC."""
-        self._out.close()
-        return self._out.crc
 
 
 class _Continued:
@@ -385,10 +455,12 @@ class BundleWriter:
             index += 2048 + (self._shared_bytes + self._part.chunk_bytes) * 5 // 4 + self._plan_bytes * 2
         return index
 
-    def _room(self, needed: int) -> bool:
+    def _room(self, needed: int, pos: int | None = None) -> bool:
+        """Whether ``needed`` more bytes fit in the part (at ``pos``: the end of what is in flight)."""
         if self.split_size is None:
             return True
-        return self._part.fh.tell() + needed + self._index_reserve() <= self.split_size
+        pos = self._part.fh.tell() if pos is None else pos
+        return pos + needed + self._index_reserve() <= self.split_size
 
     def _ensure_room(self, needed: int) -> None:
         if self._room(needed):
@@ -633,14 +705,14 @@ class BundleWriter:
             if view.config is not None:
                 self._configs.add(view.config.digest)
 
-    def _mark(self) -> tuple[int, int, int, int, int]:
+    def _mark(self, pos: int | None = None) -> tuple[int, int, int, int, int]:
         part = self._part
-        return part.number, part.fh.tell(), len(part.chunks), part.chunk_bytes, self.bytes_written
+        return part.number, part.fh.tell() if pos is None else pos, len(part.chunks), part.chunk_bytes, self.bytes_written
 
     def _write_content(self, desc: Descriptor, src: VerifyingReader) -> None:
         """Write the content as records of at most ``checkpoint`` bytes (and at most what a part
-        holds), each complete on its own: a failure or a kill loses only the record in flight, and
-        the next push (or run) continues after the records stored."""
+        holds), each complete on its own: a failure or a kill loses only the records whose header
+        is not written yet, and the next push (or run) continues after the records stored."""
         offset = self._available(desc.digest)  # a prefix left by an interrupted run
         reader = self._past_stored(desc, src, offset)
         first = memoryview(reader.read(READ_SIZE))
@@ -648,21 +720,57 @@ class BundleWriter:
             codec = fmt.CODECS[self._chunks[desc.digest][-1].codec]
         else:
             codec = fmt.choose_codec(desc.media_type, bytes(first[:8]))
-        while True:
-            mark = self._mark()
-            try:
-                entry, first, done = self._write_chunk(desc, codec, offset, first, reader)
-            except BaseException:
-                self._rollback(*mark)
-                raise
-            self._chunks.setdefault(desc.digest, []).append(entry)
-            offset += entry.chunk_length
-            if done:
-                return
-            if entry.chunk_length < self.checkpoint:  # the part is full
-                self._finish_part(complete=False)
-                self._start_part(self._part.number + 1)
-            check_stop(f"export to {self.path}")  # a safe point: the records so far are kept
+        out: _Pipeline | None = None
+        marks: list[tuple[int, int, int, int, int]] = []  # where each record through ``out`` began
+        try:
+            while True:
+                out, marks = self._record_pipeline(out, marks, desc, offset)
+                marks.append(self._mark(out.end))
+                entry, first, done = self._write_chunk(desc, codec, offset, first, reader, out)
+                self._chunks.setdefault(desc.digest, []).append(entry)
+                offset += entry.chunk_length
+                if done:
+                    out.close()
+                    return
+                if entry.chunk_length < self.checkpoint:  # the part is full
+                    out.close()
+                    out, marks = None, []
+                    self._finish_part(complete=False)
+                    self._start_part(self._part.number + 1)
+                check_stop(f"export to {self.path}")  # a safe point: the records so far are kept
+        except BaseException:
+            self._undo_unfinished(desc.digest, out, marks)
+            raise
+
+    def _record_pipeline(self, out: _Pipeline | None, marks: list[Any], desc: Descriptor,
+                         offset: int) -> tuple[_Pipeline, list[Any]]:
+        """The pipeline the next record goes through: the content's, while the part has room for
+        the record (a split part: counted to the end of what is in flight); else a new one, once the
+        records in flight are out and the part is closed if the record needs the next one."""
+        needed = fmt.header_length(desc.digest, desc.media_type) + min(4096, zstd_bound(desc.size - offset))
+        if out is not None:
+            if self._room(needed, out.end):
+                return out, marks
+            out.close()
+        self._ensure_room(needed)
+        return _Pipeline(self._part.fh, stream=self._stream is not None), []
+
+    def _undo_unfinished(self, digest: str, out: _Pipeline | None, marks: list[Any]) -> None:
+        """After a failure: wait for the writer, then drop the records whose header it did not
+        write (the one in flight, and any behind a failed write); the records before are kept."""
+        if out is None:
+            return
+        with contextlib.suppress(BaseException):
+            out.close()
+        if out.finished < len(marks):
+            mark = marks[out.finished]
+            dropped = {id(c) for c in self._part.chunks[mark[2]:]}
+            self._rollback(*mark)
+            kept = [c for c in self._chunks.get(digest, []) if id(c) not in dropped]
+            if kept:
+                self._chunks[digest] = kept
+            else:
+                self._chunks.pop(digest, None)
 
     def _past_stored(self, desc: Descriptor, src: VerifyingReader, offset: int) -> Readable:
         """The content from ``offset``, its first ``offset`` bytes being stored already: they are
@@ -692,34 +800,25 @@ class BundleWriter:
         self._chunks.pop(digest, None)
 
     def _write_chunk(
-        self, desc: Descriptor, codec: int, offset: int, pending: memoryview, src: Readable
+        self, desc: Descriptor, codec: int, offset: int, pending: memoryview, src: Readable, out: _Pipeline
     ) -> tuple[ChunkEntry, memoryview, bool]:
         hlen = fmt.header_length(desc.digest, desc.media_type)
-        self._ensure_room(hlen + min(4096, zstd_bound(desc.size - offset)))
-        fh, start = self._part.fh, self._part.fh.tell()
-        held = _Held() if self._stream is not None else None
-        if held is None:
-            fh.write(bytes(hlen))  # zeros: a record torn here has no valid header
+        start = out.begin_record(hlen)
         limit = None if self.split_size is None else self.split_size - self._index_reserve() - start - hlen
-        sink = _ChunkSink(held or fh, codec, self._cctx, limit, self.checkpoint)
-        try:
-            pending, done = sink.fill(pending, src)
-            sink.finish()
-        finally:
-            crc = sink.close()
+        sink = _ChunkSink(out, codec, self._cctx, limit, self.checkpoint)
+        pending, done = sink.fill(pending, src)
+        sink.finish()
         entry = ChunkEntry(
             desc.digest, desc.media_type, desc.size, fmt.CODEC_NAMES[codec], start, sink.stored,
             offset, sink.length, self._part.number,
         )
-        self._part.crcs[start] = crc
-        if held is not None:  # a stream: the header, then the payload held back for it
-            fh.write(fmt.encode_record_header(entry.header(crc)))
-            for piece in held.pieces:
-                fh.write(piece)
-        else:
-            fh.seek(start)
-            fh.write(fmt.encode_record_header(entry.header(crc)))
-            fh.seek(0, os.SEEK_END)
+        crcs = self._part.crcs
+
+        def header(crc: int) -> bytes:  # on the pipeline's thread, once the payload is out
+            crcs[start] = crc  # what a signature states about this record
+            return fmt.encode_record_header(entry.header(crc))
+
+        out.end_record(start, header)
         self._part.chunks.append(entry)
         self._part.chunk_bytes += len(fmt.dumps(entry.to_json())) + 1
         self.bytes_written += hlen + sink.stored

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transfer.bundle import BundleReader
-from transfer.bundle.sequential import BundleStream, stream_input
-from transfer.bundle.verify import VerifyReport
 from transfer.cli import printable
-from transfer.reports import BundleListing
 from transfer.sizes import format_size
+
+if TYPE_CHECKING:  # the bundle code is imported where a command runs: '--help' loads no zstandard
+    from transfer.bundle.verify import VerifyReport
+    from transfer.reports import BundleListing
 
 BUNDLE_HELP = ("the bundle file, a split set's name (NAME for NAME.001, NAME.002, ...) or one part NAME.00N; "
                "'-' reads it from standard input (a file named '-' is ./-)")
@@ -71,6 +71,9 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def _open_listing(path: str) -> BundleListing:
+    from transfer.bundle import BundleReader
+    from transfer.bundle.sequential import BundleStream, stream_input
+
     stream = stream_input(path)  # "-", a FIFO, <(...)
     if stream is not None:
         return BundleStream(*stream).listing()

@@ -7,20 +7,20 @@ import argparse
 import signal
 import sys
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
-from transfer.bundle.format import MIN_SPLIT_SIZE
 from transfer.cli.progress import close_progress, make_progress
 from transfer.errors import IncompleteError, TransferError, UsageError
 from transfer.interrupt import STOP
-from transfer.options import DEFAULT_JOBS, DEFAULT_LOOKUPS, RegistryAccess
-from transfer.progress import Progress
-from transfer.registry.settings import MIN_CHUNK_SIZE, check_chunk_size
-from transfer.registry.upload import CHUNK_SECONDS
-from transfer.reports import CopyCounts, ImportReport, Report
+from transfer.limits import CHUNK_SECONDS, DEFAULT_JOBS, DEFAULT_LOOKUPS, MIN_CHUNK_SIZE, MIN_SPLIT_SIZE, check_chunk_size
 from transfer.sizes import format_size, parse_size
 
-R = TypeVar("R", bound=Report)
+if TYPE_CHECKING:  # the command modules import these where a command runs: '--help' loads none of them
+    from transfer.options import RegistryAccess
+    from transfer.progress import Progress
+    from transfer.reports import CopyCounts, ImportReport, Report
+
+R = TypeVar("R", bound="Report")
 
 
 @contextmanager

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from transfer.cli.common import (access, add_selection_options, add_signature_policy, add_transfer_options,
                                  add_upload_options, options, run_job, selection_options, signature_lines, summary_lines,
                                  upload_lines, upload_options)
 from transfer.cli.remote import registry_options
 from transfer.cli.restore_cmd import prune_lines
-from transfer.options import CopyOptions
-from transfer.reports import CopyReport
+
+if TYPE_CHECKING:
+    from transfer.reports import CopyReport
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
     """Registry to registry, for connected networks: the same plans and uploads as export/import."""
     import transfer.api
+    from transfer.options import CopyOptions
 
     opts = options(CopyOptions, **selection_options(args), **upload_options(args), prune=args.prune, have=args.have,
                    require_signed=args.require_signed)

@@ -4,16 +4,19 @@ registry holds, for delta exports)."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from transfer.cli.common import (access, add_repository_filters, add_selection_options, add_transfer_options,
                                  count_arg, emit, options, run_job, selection_options, split_size_arg, summary_lines)
 from transfer.cli.remote import registry_options
-from transfer.options import ExportOptions, InventoryOptions
-from transfer.reports import ExportReport
+
+if TYPE_CHECKING:
+    from transfer.reports import ExportReport
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     import transfer.api
+    from transfer.options import ExportOptions
 
     opts = options(ExportOptions, **selection_options(args), all_tags=args.all_tags, have=args.have,
                    since=args.since, split_size=args.split_size, level=args.level, threads=args.threads,
@@ -39,6 +42,7 @@ def _export_lines(report: ExportReport) -> list[str]:
 
 def cmd_inventory(args: argparse.Namespace) -> int:
     import transfer.api
+    from transfer.options import InventoryOptions
 
     report = transfer.api.inventory(args.host, args.output, options=InventoryOptions(include=args.include, exclude=args.exclude),
                                     access=access(args))

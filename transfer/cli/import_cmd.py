@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from transfer.cli.common import (access, add_signature_policy, add_transfer_options, add_upload_options, emit, options,
                                  run_job, signature_lines, summary_lines, upload_lines, upload_options)
 from transfer.cli.remote import registry_options
 from transfer.cli.restore_cmd import prune_lines
 from transfer.errors import PartOrderError, TransferError
-from transfer.options import ImportOptions
-from transfer.reports import ImportPlanReport, ImportReport, PartImportReport
 from transfer.sizes import format_size
+
+if TYPE_CHECKING:
+    from transfer.reports import ImportPlanReport, ImportReport, PartImportReport
 
 ON_EXISTING = ("overwrite", "skip", "fail")
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     import transfer.api
+    from transfer.options import ImportOptions
 
     opts = options(ImportOptions, **upload_options(args), map=args.map or [], on_existing=args.on_existing,
                    allow_incomplete=args.allow_incomplete, jobs=args.jobs, keep_going=args.keep_going,
@@ -44,6 +47,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def _import_lines(report: ImportReport) -> list[str]:
+    from transfer.reports import PartImportReport
+
     lines = summary_lines("imported", report) + signature_lines(report) + upload_lines(report)
     if report.signature is not None and report.signature.checked:
         lines.append(f"signature checked: signed by {', '.join(report.signature.keys)}, every record as signed")

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transfer.cli.common import options, run_job, summary_lines
-from transfer.options import UnpackOptions
-from transfer.reports import UnpackReport
+
+if TYPE_CHECKING:
+    from transfer.reports import UnpackReport
 
 
 def cmd_unpack(args: argparse.Namespace) -> int:
     import transfer.api
+    from transfer.options import UnpackOptions
 
     opts = options(UnpackOptions, platforms=args.platform or [], prefix=args.prefix,
                    allow_incomplete=args.allow_incomplete)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from transfer.cli import printable
 from transfer.errors import UsageError
 from transfer.reference import RegistryPath
-from transfer.options import RegistryAccess
-from transfer.registry import Credentials, RegistryClient, tls_policy
-from transfer.registry.credentials import erase_credentials, store_credentials
+
+if TYPE_CHECKING:  # imported where used: the commands' --help loads no registry client or pydantic
+    from transfer.options import RegistryAccess
+    from transfer.registry import Credentials
 
 CREDENTIALS_HELP = """\
 credentials, first match wins:
@@ -60,6 +62,8 @@ def read_password(args: argparse.Namespace) -> str | None:
 
 def registry_access(args: argparse.Namespace) -> RegistryAccess:
     """Credentials and trust as the registry options in ``args`` say (transfer.options.RegistryAccess)."""
+    from transfer.options import RegistryAccess
+
     username, password = getattr(args, "username", None), read_password(args)
     if password is not None and not username:
         raise UsageError("--password-stdin needs --username")
@@ -87,6 +91,8 @@ def cmd_ls_remote(args: argparse.Namespace) -> int:
 
 
 def _login_credentials(args: argparse.Namespace, host: str) -> Credentials:
+    from transfer.registry import Credentials
+
     username = args.username
     password = read_password(args)
     if password is None:
@@ -102,6 +108,9 @@ def _login_credentials(args: argparse.Namespace, host: str) -> Credentials:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
+    from transfer.registry import RegistryClient, tls_policy
+    from transfer.registry.credentials import store_credentials
+
     target = RegistryPath.parse(args.host)
     if target.path:
         raise UsageError(f"login takes a registry host, not a repository: {args.host!r}")
@@ -116,6 +125,8 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
+    from transfer.registry.credentials import erase_credentials
+
     target = RegistryPath.parse(args.host)
     removed = erase_credentials(target.registry, auth_file=args.auth_file)
     if not removed:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from transfer.cli.common import access, emit
 from transfer.cli.remote import registry_options
 from transfer.errors import UsageError
-from transfer.reports import Deletion, DiffReport, PruneReport, RmReport
+
+if TYPE_CHECKING:
+    from transfer.reports import Deletion, DiffReport, PruneReport, RmReport
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

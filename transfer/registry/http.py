@@ -291,6 +291,16 @@ class _TLSAdapter(_Adapter):
         kw["ssl_context"] = self._context
         super().init_poolmanager(*args, **kw)
 
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """The policy's context holds the trust (the system store, --ca-cert, certs.d). requests
+        names certifi's bundle for every connection, and urllib3 loaded it into that shared context
+        again at each new connection: about 50 ms of CPU per connection (the first request of every
+        run over HTTPS, loopback's first try included) for CAs the policy does not name. A bundle
+        named by REQUESTS_CA_BUNDLE (``verify`` a path) is still added."""
+        super().cert_verify(conn, url, verify, cert)
+        if verify is True:
+            conn.ca_certs = conn.ca_cert_dir = None
+
 
 class SizedBody:
     """A stream with a known length, so requests sends Content-Length instead of chunking."""

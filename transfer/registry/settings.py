@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from transfer.errors import UsageError
-from transfer.sizes import format_size, parse_size
+from transfer.sizes import parse_size
 
 MAX_CHUNK_MIN = 1 << 30  # OCI-Chunk-Min-Length is honoured up to this
-# A chunk size asked for is at least this: smaller chunks cost a request (and, on distribution,
-# a sync to disk) for every few bytes. A registry that demands more raises it (with a note).
-MIN_CHUNK_SIZE = 64 << 10
+from transfer.limits import MIN_CHUNK_SIZE, check_chunk_size  # noqa: E402,F401  (the command line checks them)
 
 
 @dataclass(frozen=True)
@@ -85,13 +83,6 @@ def settings_for(host: str, table: Mapping[str, RegistrySettings] | None = None)
         if any(fnmatch.fnmatchcase(name, glob.lower()) for name in names):
             return settings
     return RegistrySettings()
-
-
-def check_chunk_size(size: int) -> int:
-    """``size`` if it may be asked for as the chunk size, else a UsageError."""
-    if size < MIN_CHUNK_SIZE:
-        raise UsageError(f"chunk size {format_size(size)} is too small (at least {format_size(MIN_CHUNK_SIZE)})")
-    return size
 
 
 def effective_chunk_size(configured: int, settings: RegistrySettings, min_chunk: int | None = None) -> int:

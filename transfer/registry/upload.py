@@ -52,7 +52,7 @@ from transfer.store import BlobOpener
 # 32 MiB 182, 128 MiB 209, sized by time 210, one request 220.
 FIRST_CHUNK = 8 << 20
 MAX_AUTO_CHUNK = 1 << 30
-CHUNK_SECONDS = 2.0
+from transfer.limits import CHUNK_SECONDS  # noqa: E402
 MIN_BODY_LIMIT = 1 << 20  # a 413 halves the request bodies down to this, then it is an error
 MAX_BACKOFF = 30.0
 
