@@ -39,12 +39,16 @@ SKOPEO_IMPORT = ["skopeo", "sync", "--src", "dir", "--dest", "docker", "--all", 
                  "--dest-tls-verify=false"]
 
 
-def prepare(content: Content, work: Path) -> tuple[Path, Path]:
-    """Export once with each tool: (bundle, skopeo's directory for the source host)."""
+def prepare(content: Content, work: Path, baseline: str | None = None) -> tuple[Path, Path]:
+    """Export once with each tool: (bundle, skopeo's directory for the source host). With a
+    baseline tree, it exports its own bundle too (``baseline.bundle``: an older build may not read
+    this one's format version)."""
     registry = seeded_registry(content)
     try:
         bundle, out = work / "content.bundle", work / "skopeo-dir"
         measure(transfer_cmd("-q", "export", "--catalog", registry.host, "-o", str(bundle)))
+        if baseline:
+            baseline_run(baseline, "-q", "export", "--catalog", registry.host, "-o", str(work / "baseline.bundle"))
         measure_all([[*SKOPEO_SYNC, f"{registry.host}/{repo}", str(out)] for repo in content.repos])
         return bundle, out / registry.host
     finally:
@@ -66,8 +70,8 @@ def importers(bundle: Path, skopeo_dir: Path, content: Content, work: Path, chun
     if baseline:
         warm_tree(baseline)
         journal = work / "journal-baseline.json"
-        tools[baseline_label(baseline)] = lambda dst: baseline_run(baseline, "-q", "import", str(bundle), dst.host,
-                                                                   "--journal", str(journal))
+        tools[baseline_label(baseline)] = lambda dst: baseline_run(baseline, "-q", "import", str(work / "baseline.bundle"),
+                                                                   dst.host, "--journal", str(journal))
     for size in chunk_sizes:
         tools[f"transfer --chunk-size {format_size(size)}"] = transfer("--chunk-size", str(size))
     return tools
@@ -108,7 +112,7 @@ def main() -> None:
     content = build_content(args.cache, scale=args.scale, large=args.large)
     with tempfile.TemporaryDirectory(prefix="bench-import-", dir=args.workdir) as tmp:
         work = Path(tmp)
-        bundle, skopeo_dir = prepare(content, work)
+        bundle, skopeo_dir = prepare(content, work, args.baseline)
         print(f"import: {content.describe()}", file=sys.stderr)
         results = rounds(importers(bundle, skopeo_dir, content, work, chunk_sizes, args.baseline), content, work,
                          args.repeat)

@@ -4,6 +4,7 @@ arrived from a refused bundle) and openssl (an independent check of the printed 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -289,6 +290,22 @@ def test_a_stream_with_key_is_refused_and_a_signed_bundle_without_key_says_unche
     assert res.code == 0 and res.json()["signature"] is None
 
 
+def test_ls_says_a_bundle_is_signed_by_which_key_and_that_it_did_not_check(bundles, keys, capsys):
+    fingerprint = load_public_key(keys["site"][1]).fingerprint
+    res = run_cli(capsys, "ls", bundles / "signed.bundle")
+    assert res.code == 0 and f"signed by {fingerprint}" in res.out and "not checked here" in res.out, res.out
+    res = run_cli(capsys, "--json", "ls", bundles / "signed.bundle")
+    sig = res.json()["signature"]
+    assert sig["signed"] and not sig["checked"] and sig["keys"] == [fingerprint] and sig["parts"] == [1]
+    with open(bundles / "signed.bundle", "rb") as f:
+        done = subprocess.run([sys.executable, "-m", "transfer", "--json", "ls", "-"], stdin=f,
+                              capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert done.returncode == 0 and json.loads(done.stdout)["signature"]["keys"] == [fingerprint], done.stderr
+    res = run_cli(capsys, "ls", bundles / "plain.bundle")
+    assert res.code == 0 and "signed" not in res.out
+    assert run_cli(capsys, "--json", "ls", bundles / "plain.bundle").json()["signature"] is None
+
+
 # ---- transfer sign, keygen, resumed exports ----------------------------------------------------
 
 
@@ -333,10 +350,12 @@ def test_a_continued_export_signs_every_part(sample_layout, keys, tmp_path, caps
     opts = ExportOptions(split_size=256 << 10)
     api.export([], str(tmp_path / "s.bundle"), source=f"oci:{layout.root}", options=opts)
     assert not api.verify(str(tmp_path / "s.bundle"), keys=[keys["site"][1]]).ok
-    api.export([], str(tmp_path / "s.bundle"), source=f"oci:{layout.root}", options=opts, sign=keys["site"][0])
+    exported = api.export([], str(tmp_path / "s.bundle"), source=f"oci:{layout.root}", options=opts,
+                          sign=keys["site"][0])
     report = api.verify(str(tmp_path / "s.bundle"), keys=[keys["site"][1]])
     assert report.ok and report.signature is not None and report.signature.checked, report.problems
     assert len(report.signature.parts) >= 3
+    assert exported.signature is not None and exported.signature.parts == report.signature.parts
     api.export([], str(tmp_path / "f.bundle"), source=f"oci:{layout.root}", sign=keys["other"][0])
     api.export([], str(tmp_path / "f.bundle"), source=f"oci:{layout.root}", sign=keys["site"][0])
     assert api.verify(str(tmp_path / "f.bundle"), keys=[keys["site"][1]]).ok

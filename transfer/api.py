@@ -84,7 +84,8 @@ def export(images: Sequence[str], output: BundleIO, *, catalog: str | None = Non
                                             referrers=opts.referrers, keep_going=opts.keep_going, failures=failures,
                                             lookups=opts.lookups, progress=progress), notes, progress)
         stats, writer, expected = _write_bundle(src, plans, output, host, opts, progress, failures, key)
-    signature = None if key is None else SignatureStatus(signed=True, keys=[key.fingerprint], algorithm=key.algorithm)
+    signature = None if key is None else SignatureStatus(signed=True, keys=[key.fingerprint], algorithm=key.algorithm,
+                                                         parts=writer.signed_parts)
     report = ExportReport(**counts(stats, time.monotonic() - started), bundle=writer.path, complete=not stats.failures,
                           expected_at_destination=expected, bytes_written=writer.bytes_written,
                           platform_notes=notes, signature=signature)

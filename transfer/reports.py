@@ -274,6 +274,7 @@ class BundleListing(Report):
     complete: bool
     info: dict[str, Any]  # version, created, tool_version, source_registry, split, parts, why_incomplete
     images: list[BundleImage]
+    signature: SignatureStatus | None = None  # as found: ls never checks it (verify --key does); None: unsigned
 
 
 class RemoteRepository(BaseModel):

@@ -311,8 +311,11 @@ class BundleReader:
 
     def listing(self) -> BundleListing:
         """The bundle's state and every image it records (what ``transfer ls --json`` prints)."""
+        from transfer.bundle.signing import found_signature, inspect_bundle
+
         images = [BundleImage(**e.to_json(), total_size=self.image_size(e.digest)) for e in self.entries]
-        return BundleListing(bundle=self.path, complete=self.info.complete, info=dict(self.info.__dict__), images=images)
+        return BundleListing(bundle=self.path, complete=self.info.complete, info=dict(self.info.__dict__), images=images,
+                             signature=found_signature(inspect_bundle(self)))
 
     def read(self, digest: str, limit: int = MAX_MANIFEST_SIZE) -> bytes:
         """The verified bytes of a stored content of at most ``limit`` bytes (a manifest, a config)."""

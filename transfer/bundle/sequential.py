@@ -19,9 +19,9 @@ from transfer.bundle import format as fmt
 from transfer.bundle.format import BundlePlan, IndexDoc
 from transfer.bundle.stream import ChunkReader, Record, apply_small_record, iter_records
 from transfer.digest import READ_SIZE, Readable, VerifyingReader
-from transfer.errors import BundleError, CorruptBundleError, NotFoundError
+from transfer.errors import BundleError, CorruptBundleError, NotFoundError, SignatureError
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor, is_manifest_type
-from transfer.reports import BundleImage, BundleListing
+from transfer.reports import BundleImage, BundleListing, SignatureStatus
 from transfer.store import Traits
 
 
@@ -155,7 +155,22 @@ class BundleStream:
                 "source_registry": self.doc.source_registry, "complete": index.complete, "split": False,
                 "parts_present": [index.part], "parts_expected": index.parts,
                 "why_incomplete": [] if index.complete else ["the export did not finish (no index marked complete)"]}
-        return BundleListing(bundle=self.path, complete=index.complete, info=info, images=images)
+        return BundleListing(bundle=self.path, complete=index.complete, info=info, images=images,
+                             signature=self._found_signature(index.part))
+
+    def _found_signature(self, part: int) -> SignatureStatus | None:
+        """The signature the stream carried (not checked: ``verify - --key`` checks it)."""
+        from transfer.bundle.signing import PartCheck, decode_signature, found_signature
+
+        check = PartCheck(part, self.path, False)
+        if self.signature is not None:
+            try:
+                signed = decode_signature(self.signature, self.path)
+            except (CorruptBundleError, SignatureError) as exc:
+                check.problem = str(exc)
+            else:
+                check.signed, check.key, check.algorithm = True, signed.key, signed.algorithm
+        return found_signature([check])
 
     def close(self) -> None:
         """The stream stays open: it belongs to the caller."""

@@ -350,6 +350,15 @@ def status(checks: list[PartCheck], *, checked: bool) -> SignatureStatus:
                            parts=[c.number for c in checks], notes=notes)
 
 
+def found_signature(checks: list[PartCheck]) -> SignatureStatus | None:
+    """What ``ls`` says of the parts' signatures: None when no part carries one (not checked)."""
+    if not any(c.signed for c in checks):
+        return None
+    found = status(checks, checked=False)
+    found.notes[:0] = [f"part {c.number}: {c.problem}" for c in checks if not c.signed and c.problem]
+    return found
+
+
 class StreamParts:
     """Signatures of a bundle read front to back (``verify -``): what each part's records said,
     checked when its INDEX arrives."""

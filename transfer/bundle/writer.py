@@ -487,6 +487,11 @@ class BundleWriter:
         if self.split_size is not None and end > self.split_size:
             raise BundleError(f"{part.path}: the index outgrew the split size (a bug: please report)")
 
+    @property
+    def signed_parts(self) -> list[int]:
+        """The parts signed so far (with ``sign``): by this run, or found signed by its key."""
+        return sorted(self._statements)
+
     def _sign_part(self, part: _Part, doc: IndexDoc) -> None:
         """The part's SIGNATURE record, the last before its index (docs/bundle-format.md, "Signatures")."""
         from transfer.bundle import signing

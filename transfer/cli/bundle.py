@@ -92,6 +92,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     print(printable(f"{listing.bundle}: {state}"))
     print(printable(f"created {info['created']} by transfer {info['tool_version']} from "
                     f"{info['source_registry'] or '(unknown)'}{parts}"))
+    if listing.signature is not None:
+        sig = listing.signature
+        print(printable(f"{'signed' if sig.signed else 'PARTLY signed'} by {', '.join(sig.keys)} ({sig.algorithm}); "
+                        "not checked here: transfer verify --key PUB checks it"))
+        for note in sig.notes if not sig.signed else ():
+            print(printable(f"  {note}"))
     table = [("REPOSITORY", "TAG", "DIGEST", "PLATFORMS", "SIZE")]
     for e in listing.images:
         table.append(tuple(map(printable, (e.repository, e.tag or "<none>", e.digest[:19],
