@@ -40,15 +40,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from transfer.engine import parallel_map
-from transfer.errors import NotFoundError, SignatureError, TransferError, TransferInterrupted, UsageError
+from transfer.errors import SignatureError, TransferError, TransferInterrupted, UsageError
 from transfer.keys import ECDSA_P256, PublicKey, load_public_keys, verify_any
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor, parse_manifest, referrers_tag
-from transfer.selection import is_referrer_tag
+from transfer.selection import TagLists, is_referrer_tag
 from transfer.store import ImagePlan, Partial, Referrers, Source, read_manifest
 from transfer.untrusted import load_json
 
@@ -176,8 +175,7 @@ class _Finder:
 
     def __init__(self, src: Source, artifacts: list[ImagePlan], subjects: dict[int, str | None]) -> None:
         self.src = src
-        self._tags: dict[str, set[str]] = {}
-        self._lock = threading.Lock()
+        self.tags = TagLists(src)
         self._tagged = {(p.src_repo, tag): p.root for p in artifacts for tag in p.tags}
         self._untagged: dict[tuple[str, str], list[Descriptor]] = {}  # a bundle's referrers (no tag)
         for plan in artifacts:
@@ -185,17 +183,6 @@ class _Finder:
                 self._untagged.setdefault((plan.src_repo, str(subjects[id(plan)])), []).append(plan.root)
         # manifest bytes read (and checked against their digests) while planning
         self.known: dict[str, bytes] = {d: raw for p in artifacts for d, raw in p.raw.items()}
-
-    def tags(self, repo: str) -> set[str]:
-        with self._lock:
-            if repo in self._tags:
-                return self._tags[repo]
-        try:
-            found = set(self.src.tags(repo))
-        except NotFoundError:
-            found = set()
-        with self._lock:
-            return self._tags.setdefault(repo, found)
 
     def candidates(self, repo: str, digest: str) -> tuple[list[tuple[str, Descriptor]], list[str]]:
         """(where, descriptor) of every signature manifest of ``repo@digest``, and the artifact

@@ -172,6 +172,34 @@ def _resolve_one(src: Source, repo: str, ref: str) -> tuple[Descriptor, bytes | 
     return src.resolve(repo, ref), None
 
 
+class TagLists:
+    """The tags of each repository of ``src`` (``known``: lists read already), each asked at most
+    once however many threads want it (they wait for the one answer); a repository the source does
+    not have has none."""
+
+    def __init__(self, src: Source, known: dict[str, list[str]] | None = None) -> None:
+        self.src = src
+        self._tags: dict[str, set[str]] = {repo: set(names) for repo, names in (known or {}).items()}
+        self._lock = threading.Lock()
+        self._repo_locks: dict[str, threading.Lock] = {}
+
+    def __call__(self, repo: str) -> set[str]:
+        with self._lock:
+            if repo in self._tags:
+                return self._tags[repo]
+            lock = self._repo_locks.setdefault(repo, threading.Lock())
+        with lock:
+            with self._lock:
+                if repo in self._tags:
+                    return self._tags[repo]
+            try:
+                tags = set(self.src.tags(repo))
+            except NotFoundError:
+                tags = set()
+            with self._lock:
+                return self._tags.setdefault(repo, tags)
+
+
 class _Planner:
     """Reads one image's plan and its referrers' plans (run from several threads)."""
 
@@ -179,9 +207,8 @@ class _Planner:
                  raws: dict[tuple[str, str], bytes], tags: dict[str, list[str]] | None = None) -> None:
         self.src, self.platforms, self.referrers, self.roots = src, platforms, referrers, roots
         self._raws = raws
-        self._tags: dict[str, set[str]] = {repo: set(names) for repo, names in (tags or {}).items()}
+        self._repo_tags = TagLists(src, tags)  # the selection's lists, else asked once per repository
         self._lock = threading.Lock()
-        self._repo_locks: dict[str, threading.Lock] = {}
 
     def try_plan(self, item: tuple[tuple[str, str], tuple[Descriptor, list[str], str]]) -> tuple[str, list[ImagePlan] | TransferError]:
         (repo, digest), (root, tags, label) = item
@@ -206,24 +233,6 @@ class _Planner:
             if not found:
                 break
         return out
-
-    def _repo_tags(self, repo: str) -> set[str]:
-        """The tags of ``repo``: from the selection, else asked once (threads planning images of
-        one repository wait for the one answer)."""
-        with self._lock:
-            if repo in self._tags:
-                return self._tags[repo]
-            lock = self._repo_locks.setdefault(repo, threading.Lock())
-        with lock:
-            with self._lock:
-                if repo in self._tags:
-                    return self._tags[repo]
-            try:
-                tags = set(self.src.tags(repo))
-            except NotFoundError:
-                tags = set()
-            with self._lock:
-                return self._tags.setdefault(repo, tags)
 
     def _referrers_of(self, repo: str, digest: str, seen: set[str]) -> list[ImagePlan]:
         tags = self._repo_tags(repo)
