@@ -80,6 +80,25 @@ def test_ls_does_not_load_the_registry_client(tmp_path):
     assert "zstandard" in loaded  # the probe sees what a command loads
 
 
+def test_a_registry_export_loads_no_import_archive_or_restore_code(tmp_path):
+    """The start of an export (issue 16): what only other jobs use (the import and restore code,
+    --from's layouts and tar archives, the credential helpers' subprocess) is not loaded by the
+    time of its first connection (the probe stops the process there)."""
+    other = {"transfer.import_", "transfer.interop", "transfer.docker_archive", "transfer.restore",
+             "transfer.inventories", "transfer.bundle.verify", "tarfile", "subprocess", "transfer.registry.client"}
+    argv = ["transfer", "export", "127.0.0.1:9/app:1", "-o", str(tmp_path / "b.bundle"), "-q"]
+    probe = ("import os, runpy, socket, sys\n"
+             "def connect(sock, address):\n"
+             f"    print('LOADED', *sorted(set({sorted(other)!r}) & set(sys.modules)), flush=True)\n"
+             "    os._exit(0)\n"
+             "socket.socket.connect = connect\n"
+             f"sys.argv = {argv!r}\n"
+             "runpy.run_module('transfer', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    loaded = set(done.stdout.strip().splitlines()[-1].split()) - {"LOADED"}
+    assert loaded == {"transfer.registry.client"}  # the probe sees what the export loaded
+
+
 def test_pydantic_models_are_built_on_first_use():
     """Options, reports and models are declared with defer_build: a run builds the validators of
     the models it uses, not of every report of every job."""
@@ -92,6 +111,7 @@ def test_pydantic_models_are_built_on_first_use():
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     assert int(out[0]) > 10
     assert "ExportReport" in out[1:] and "ImportReport" not in out[1:] and "ImportOptions" not in out[1:]
+    assert not {"Deletion", "PruneReport", "TagDiff", "RemoteRepository"} & set(out[1:])
 
 
 @pytest.mark.parametrize("command", sorted(COMMAND_HELP))

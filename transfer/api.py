@@ -21,16 +21,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, overload
 from transfer.bundle import BundleReader, BundleWriter, rewrite_index
 from transfer.bundle.format import BundlePlan
 from transfer.bundle.sequential import BundleIO, BundleStream, is_stream_path, stream_input
-from transfer.bundle.verify import VerifyReport, verify as verify_bundle, verify_stream
 from transfer.engine import Copier, CopyStats, parallel_map
 from transfer.errors import (CorruptBundleError, ImagePolicyError, IncompleteError, NotFoundError, SignatureError,
                              TransferError, UsageError)
-from transfer.import_ import (RepositoryMapping, SpanningBlob, TagDecisions, check_expected, decide_tags,
-                              forget_finished, mount_expected, mount_homes, plan_imports, push_spanning, recorded_plans, verify_tags)
-from transfer.interop import RenamedSource, export_source
 from transfer.keys import ECDSA_P256, PrivateKey, PublicKey
 from transfer.models import Descriptor
-from transfer.inventories import build_inventory, load_have, write_inventory
 from transfer.options import (CopyOptions, ExportOptions, ImportOptions, InventoryOptions, RegistryAccess,
                               UnpackOptions, UploadOptions)
 from transfer.progress import NullProgress, Progress
@@ -40,13 +35,18 @@ from transfer.reports import (CopyReport, Deletion, DiffReport, ExportReport, Im
                               ImportReport, InventoryReport, KeygenReport, PartImportReport, PruneReport, RecoverReport,
                               RemoteListing, RemoteRepository, Report, RmReport, SignatureStatus, SignReport,
                               SpanningReport, UnpackReport, UploadReport, Waiting, as_failures, counts)
-from transfer.restore import diff_tags, plan_prune, registry_tags, run_prune
 from transfer.selection import (CatalogFilter, Selection, declare_expected, is_referrer_tag, iter_plans,
                                 noting_platforms, parse_platforms, parse_reference_file, select_repositories)
 from transfer.store import ImagePlan, Source
 
 if TYPE_CHECKING:
     from transfer.cosign import PolicyResult
+    from transfer.bundle.verify import VerifyReport, verify as verify_bundle, verify_stream
+    from transfer.import_ import (RepositoryMapping, SpanningBlob, TagDecisions, check_expected, decide_tags,
+                                  forget_finished, mount_expected, mount_homes, plan_imports, push_spanning, recorded_plans, verify_tags)
+    from transfer.interop import RenamedSource, export_source
+    from transfer.inventories import build_inventory, load_have, write_inventory
+    from transfer.restore import diff_tags, plan_prune, registry_tags, run_prune
 
 JOURNAL_MAX_AGE = 7 * 24 * 3600  # distribution purges unfinished uploads after 168 h
 
@@ -102,6 +102,7 @@ def _write_bundle(src: Source, planned: Iterable[ImagePlan], output: BundleIO, h
     bundle is left unfinished, never marked complete. Format version 2 writes the plan and every
     manifest before the first blob, so the planning (parallel, transfer.selection.iter_plans)
     finishes before the blobs move."""
+    from transfer.inventories import load_have
     plans = list(planned)
     writer = BundleWriter(_output_stream(output) or output, split_size=opts.split_size, level=opts.level, threads=opts.threads,
                           source_registry=host, sign=key)
@@ -121,6 +122,7 @@ def _export_source(images: list[str], files: list[str], catalog: str | None, sou
     """(source store, selections, source name): a registry, or a layout or archive."""
     filt = CatalogFilter(opts.include, opts.exclude, opts.tags)
     if source:
+        from transfer.interop import export_source  # tarfile and the layout code: only for --from
         if images or files or catalog or opts.all_tags:
             raise UsageError("--from names the source on its own: drop REF, -f, --catalog and --all-tags "
                              "(select one image with --from oci:DIR:REF)")
@@ -216,6 +218,8 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
     signed (a verifying pass, reading the bundle once more) before anything is pushed; otherwise
     ``SignatureError`` and nothing reaches the registry. A stream is refused with keys (its
     signature comes at its end, after the images would be pushed)."""
+    from transfer.import_ import RepositoryMapping, forget_finished, plan_imports, push_spanning, recorded_plans, verify_tags
+    from transfer.restore import run_prune
     trusted = _trusted(keys)
     stream = stream_input(bundle)
     if stream is not None and trusted:
@@ -277,6 +281,7 @@ def _import_signature(reader: BundleReader, trusted: list[PublicKey], progress: 
     """With trusted keys: check every part's signature and statement, then read every record back
     against what was signed (a verifying pass), before anything is pushed; SignatureError names
     the first thing that fails. Without: whether the bundle is signed (then said: not checked)."""
+    from transfer.bundle.verify import verify as verify_bundle
     from transfer.bundle import signing
 
     if not trusted:
@@ -301,6 +306,8 @@ def _prepare_import(dst: RegistryStore, expected: list[Descriptor], plans: list[
     """Everything asked and refused before the first write: blobs a delta bundle expects (then
     cross-mounted where a repository lacks them), the deletions of --prune (and whether the
     registry allows them), the tags already there."""
+    from transfer.import_ import check_expected, decide_tags, mount_expected, mount_homes
+    from transfer.inventories import load_have
     dst.add_homes(mount_homes(plans, expected, load_have(opts.have, None) if opts.have else None))
     mounts = check_expected(dst, plans, {d.digest for d in expected})
     pruning = _plan_prune(dst, plans, opts.jobs) if opts.prune else None
@@ -329,6 +336,7 @@ def _plan_prune(dst: RegistryStore, plans: list[ImagePlan], jobs: int,
                 tag_ok: Callable[[str], bool] = lambda tag: True) -> PruneReport:
     """Ask the registry for its tags before anything is pushed, plan the deletions, and make
     sure (a probe) the registry allows them: a refusal comes before anything is written."""
+    from transfer.restore import plan_prune, registry_tags
     report = plan_prune(dst, plans, registry_tags(dst, sorted({p.dst_repo for p in plans}), jobs), tag_ok)
     for repo in sorted({d.repository for d in report.deletions}):
         dst.check_delete(repo)
@@ -339,6 +347,7 @@ def _import_stream(stream: BinaryIO, name: str, target: str, opts: ImportOptions
                    progress: Progress) -> ImportReport:
     """The same copy over a bundle that passes by (transfer.bundle.sequential): one image at a time,
     in the order the export wrote them, so each blob is at the head of the stream when its turn comes."""
+    from transfer.import_ import RepositoryMapping, recorded_plans, verify_tags
     started, path = time.monotonic(), RegistryPath.parse(target)
     if opts.require_signed:
         raise UsageError("--require-signed needs the bundle as a file: in a stream an image's signature comes after "
@@ -446,6 +455,8 @@ def import_plan(bundle: str, target: str, *, options: ImportOptions | None = Non
     """What ``import_bundle`` would push and tag (``import --dry-run``); writes nothing. With
     ``keys``, the signature and statement of every part are checked first (SignatureError); the
     records themselves are read back by the import."""
+    from transfer.import_ import RepositoryMapping, check_expected, decide_tags, mount_homes, plan_imports
+    from transfer.inventories import load_have
     from transfer.bundle.signing import check_bundle
     from transfer.import_ import push_plan
 
@@ -484,6 +495,9 @@ def copy(source: str, destination: str, *, catalog: bool = False, options: CopyO
     """Registry to registry, for connected networks: ``copy("a:5000/app:1.0", "b:5000/app:1.0")``,
     or with ``catalog=True`` every repository of ``source`` (a host) under ``destination``
     (``HOST[/PREFIX]``). The same plans and resumable uploads as export and import."""
+    from transfer.import_ import RepositoryMapping, decide_tags, mount_homes, verify_tags
+    from transfer.inventories import load_have
+    from transfer.restore import run_prune
     opts, access, started = options or CopyOptions(), access or RegistryAccess(), time.monotonic()
     failures: list[tuple[str, str]] = []
     image_keys = _trusted_keys(opts)
@@ -599,6 +613,8 @@ def diff(bundle: str, target: str, *, options: ImportOptions | None = None,
     """How the repositories of ``target`` (``HOST[/PREFIX]``, with ``options.map``) that ``bundle``
     covers differ from it, per tag: missing at the registry, extra there, or at another digest.
     Reads only; ``report.equal`` is True when an import with ``prune`` would change nothing."""
+    from transfer.import_ import RepositoryMapping, plan_imports
+    from transfer.restore import diff_tags, registry_tags
     opts = options or ImportOptions()
     path = RegistryPath.parse(target)
     mapping = RepositoryMapping.parse(path.path, opts.map)
@@ -618,6 +634,7 @@ def rm(reference: str, *, dry_run: bool = False, access: RegistryAccess | None =
     """Delete ``HOST/REPO:TAG`` or ``HOST/REPO@DIGEST`` from its registry: the manifest by digest,
     which drops every tag pointing at it (the report lists them). ``dry_run``: only say what
     would go. Refuses (before deleting) where the registry does not allow deleting."""
+    from transfer.restore import registry_tags
     ref = Reference.parse(reference, default_tag=None)
     if not (ref.tag or ref.digest):
         raise UsageError(f"rm {reference}: name a tag (REPO:TAG) or a digest (REPO@DIGEST)")
@@ -638,6 +655,7 @@ def inventory(location: str, output: str, *, options: InventoryOptions | None = 
               access: RegistryAccess | None = None) -> InventoryReport:
     """Record what a registry (``HOST``) or one repository of it (``HOST/REPO``) holds into
     ``output``, for ``export(..., options=ExportOptions(have=output))`` at the source site."""
+    from transfer.inventories import build_inventory, write_inventory
     opts, target = options or InventoryOptions(), RegistryPath.parse(location)
     with closing(RegistryStore((access or RegistryAccess()).client(target.registry))) as store:
         data = build_inventory(store, target, include=opts.include, exclude=opts.exclude)
@@ -693,6 +711,7 @@ def verify(bundle: BundleIO, *, repair: bool = False, keys: Sequence[TrustedKey]
     ``statement``: write each part's signed statement to this path (a split set: ``PATH.00N``)
     and its signature to ``PATH.sig``, for ``openssl dgst -sha256 -verify KEY.pub -signature
     PATH.sig PATH``."""
+    from transfer.bundle.verify import verify as verify_bundle, verify_stream
     trusted = _trusted(keys)
     stream = stream_input(bundle)
     if stream is not None:

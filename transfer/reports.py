@@ -111,6 +111,7 @@ class KeygenReport(Report):
 
 class Deletion(BaseModel):
     """One manifest deleted (or to be deleted) by ``--prune`` or ``transfer rm``."""
+    model_config = ConfigDict(defer_build=True)
 
     repository: str
     digest: str
@@ -123,6 +124,7 @@ class Deletion(BaseModel):
 class PruneReport(BaseModel):
     """What ``--prune`` deleted (``dry_run``: would delete) so the covered repositories equal the
     bundle (or the source); repositories the bundle does not cover are never touched."""
+    model_config = ConfigDict(defer_build=True)
 
     deletions: list[Deletion] = Field(default_factory=list)  # in the order they are (would be) made
     notes: list[str] = Field(default_factory=list)  # what was kept on purpose, and why
@@ -130,6 +132,7 @@ class PruneReport(BaseModel):
 
 
 class TagDiff(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     repository: str
     tag: str
     status: str  # "missing" at the registry, "extra" there, "changed" (another digest), "same"
@@ -278,6 +281,7 @@ class BundleListing(Report):
 
 
 class RemoteRepository(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     name: str
     tags: list[str] | None = None  # with tags=True
 

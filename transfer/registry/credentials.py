@@ -16,14 +16,16 @@ import base64
 import binascii
 import json
 import os
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from transfer.errors import AuthenticationError, UsageError
 from transfer.reference import DOCKER_HUB, DOCKER_HUB_AUTH_KEY, normalize_host
+
+if TYPE_CHECKING:
+    import subprocess
 
 HELPER_TIMEOUT = 30.0
 TOKEN_USERNAME = "<token>"  # a helper's Username meaning "Secret is an identity token"
@@ -117,6 +119,8 @@ def helper_for(config: Mapping[str, Any], host: str) -> str | None:
 
 
 def run_helper(name: str, action: str, stdin: str, timeout: float = HELPER_TIMEOUT) -> subprocess.CompletedProcess:
+    import subprocess  # only where a credential helper is configured
+
     program = f"docker-credential-{name}"
     try:
         return subprocess.run([program, action], input=stdin, capture_output=True, text=True,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -46,7 +45,12 @@ def load_registry_settings(path: str | Path) -> dict[str, RegistrySettings]:
     path = Path(path)
     try:
         raw = path.read_bytes()
-        data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
+        if path.suffix == ".toml":
+            import tomllib  # only where a settings file is TOML
+
+            data = tomllib.loads(raw.decode())
+        else:
+            data = json.loads(raw)
     except OSError as exc:
         raise UsageError(f"registry settings {path}: cannot read it ({exc.strerror})") from None
     except (ValueError, UnicodeDecodeError) as exc:
