@@ -111,7 +111,7 @@ def iter_plans(
     raws: dict[tuple[str, str], bytes] = {}  # (repo, digest) -> the root's bytes, read while resolving
     roots = _resolve(src, selections, lookups, keep_going, failures, progress, raws)  # now: a bad reference fails first
     planner = _Planner(src, platforms, referrers, {root.digest for root, _, _ in roots.values()}, raws,
-                       getattr(selections, "tags", None))
+                       selections.tags if isinstance(selections, Selections) else None)
     return _read_plans(planner, roots, lookups, keep_going, failures, progress)
 
 
