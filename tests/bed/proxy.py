@@ -104,6 +104,7 @@ class FaultProxy(Served):
         self.delay = delay  # seconds added each way
         self.rules: list[Rule] = []
         self.exchanges: list[Exchange] = []
+        self.connections = 0  # TCP connections accepted from clients
         self.lock = threading.Lock()
 
     server_name = "fault-proxy"
@@ -194,6 +195,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self.timeout = self.server.owner.timeout  # type: ignore[attr-defined]
+        with self.proxy.lock:
+            self.proxy.connections += 1
         super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002

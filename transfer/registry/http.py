@@ -101,6 +101,9 @@ class StalledError(RegistryUnreachableError):
     """An answer stopped moving, or moves too slowly to ever finish."""
 
 
+REUSE_DRAIN = 64 << 10  # an unread rest up to this size is read to keep the connection
+
+
 class PacedBody:
     """A response's ``raw`` that reads piece by piece as bytes arrive (``read1``), so the pace is
     checked while a read waits, and raises StalledError when the answer falls below the pace or
@@ -169,6 +172,21 @@ class PacedBody:
 
     def _stalled(self, why: str) -> None:
         raise StalledError(f"{self._what}: the answer stalled ({why})", url=self._what.split(" ", 1)[-1])
+
+    def close(self) -> None:
+        """Done with the answer: when what is left of it is known and small (nothing after a HEAD
+        or a 201, the rest of an error's JSON), read and drop it so the connection goes back to the
+        pool for the next request; otherwise close the connection. Closing every answer left
+        unread cost a new connection (a TLS handshake over HTTPS) for most requests of a run."""
+        raw = self._raw
+        left = getattr(raw, "length_remaining", None)
+        if self._failure is None and isinstance(left, int) and 0 <= left <= REUSE_DRAIN:
+            # urllib3 reads to the end (the socket's timeout is the pace's window) and gives the
+            # connection back; one that broke meanwhile is closed and the pool opens a new one
+            raw.drain_conn()
+            raw.release_conn()
+            return
+        raw.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)
@@ -327,6 +345,10 @@ def open_body(body: Body | SizedBody | Readable, length: int | None) -> Any:
     return body
 
 
+def _no_netrc(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
+
+
 class Transport:
     """Sends requests for one registry: TLS policy, timeouts, retries, auth, debug log."""
 
@@ -347,6 +369,9 @@ class Transport:
         self.sleep = sleep
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
+        # requests looks up ~/.netrc for every request that has no auth of its own (a file system
+        # call per request), and a netrc entry for the host would replace the registry token
+        self.session.auth = _no_netrc
         self.session.verify = policy.verify
         # kept-alive connections: as many as threads may ask at once (more would be closed after use)
         self.session.mount("https://", _TLSAdapter(policy, pool_maxsize=connections))
