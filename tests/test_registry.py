@@ -231,3 +231,52 @@ def test_catalog_pagination_follows_link(fresh_registry, fault_proxy):
     assert client.catalog(page_size=5) == names
     assert proxy.stats("GET", r"/v2/_catalog").requests == 5  # 23 names, 5 per page
     assert client.tags("many/r07") == ["a", "b", "c"]
+
+
+def test_netrc_credentials_never_replace_the_registry_token(tmp_path, monkeypatch):
+    """requests adds ~/.netrc credentials to a request that has no auth of its own, and again
+    after every redirect: an entry for the registry's host would have replaced the token. A local
+    server plays the redirect (the real registry has none to give)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from transfer.registry.http import Transport
+    from transfer.registry.tls import tls_policy
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append((self.path, self.headers.get("Authorization")))
+            moved = self.path == "/v2/a"
+            self.send_response(307 if moved else 200)
+            if moved:
+                self.send_header("Location", "/v2/b")
+            self.send_header("Content-Length", "0" if moved else "2")
+            self.end_headers()
+            if not moved:
+                self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login netrcuser password netrcpass\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    host = f"127.0.0.1:{server.server_address[1]}"
+    transport = Transport(tls_policy(host, insecure=True))
+    try:
+        for path in ("/v2/b", "/v2/a"):
+            transport.send("GET", f"http://{host}{path}", headers={"Authorization": "Bearer registry-token"}).close()
+        transport.send("GET", f"http://{host}/v2/b").close()
+    finally:
+        transport.close()
+        server.shutdown()
+        server.server_close()
+    assert seen == [("/v2/b", "Bearer registry-token"), ("/v2/a", "Bearer registry-token"),
+                    ("/v2/b", "Bearer registry-token"), ("/v2/b", None)]

@@ -54,7 +54,9 @@ def test_a_blob_served_a_few_bytes_a_second_ends_the_export(slow_pace, source, t
 def test_a_manifest_that_never_finishes_misses_its_deadline(slow_pace, source, tmp_path, monkeypatch):
     proxy, app = source
     monkeypatch.setenv("TRANSFER_STALL_MIN_BYTES", "1")  # the drip keeps the pace: the deadline ends it
-    proxy.drip(40, "GET", "/manifests/", times=None)
+    # 10 bytes a second: the rest of the manifest would take about a minute, so closing the answer
+    # that missed its deadline must not wait for it (nor read it to keep the connection)
+    proxy.drip(10, "GET", "/manifests/", times=None)
     code, err, seconds = run(proxy, tmp_path / "m.bundle")
     assert code == 1, err
     assert f"GET http://{proxy.host}/v2/slow/app/manifests/" in err

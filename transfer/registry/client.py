@@ -29,7 +29,7 @@ from transfer.reference import validate_repository, validate_tag, validate_tag_o
 from transfer.registry.auth import CATALOG_SCOPE, Authenticator, repository_scope
 from transfer.registry.blobs import ResumingBody
 from transfer.registry.credentials import Credentials
-from transfer.registry.http import DEFAULT_CONNECTIONS, Body, RetryPolicy, Transport, header_int, strip_query
+from transfer.registry.http import DEFAULT_CONNECTIONS, Body, RetryPolicy, Transport, header_int, read_capped, strip_query
 from transfer.registry.tls import TLSPolicy, tls_policy
 from transfer.untrusted import load_json, validate
 
@@ -165,7 +165,8 @@ class RegistryClient:
         for scheme in schemes:
             base = f"{scheme}://{self.host}"
             try:
-                self.transport.request("GET", f"{base}/v2/", idempotent=True, auth=self.auth).close()
+                # its small body ("{}") read, so the connection stays open for the next request
+                read_capped(self.transport.request("GET", f"{base}/v2/", idempotent=True, auth=self.auth), 4096)
             except RegistryUnreachableError as exc:
                 first_error = first_error or exc
                 if "certificate verify failed" in str(exc):

@@ -101,9 +101,6 @@ class StalledError(RegistryUnreachableError):
     """An answer stopped moving, or moves too slowly to ever finish."""
 
 
-REUSE_DRAIN = 64 << 10  # an unread rest up to this size is read to keep the connection
-
-
 class PacedBody:
     """A response's ``raw`` that reads piece by piece as bytes arrive (``read1``), so the pace is
     checked while a read waits, and raises StalledError when the answer falls below the pace or
@@ -115,6 +112,7 @@ class PacedBody:
         self._deadline = None if bulk else now + pace.deadline
         self._window_start, self._window_bytes = now, 0
         self._failure: Exception | None = None
+        self._broken = False  # a read failed or stalled: the connection is not reused
         sock = getattr(getattr(raw, "connection", None), "sock", None)
         self._silence = sock.gettimeout() if sock is not None else None
         if sock is not None and (self._silence is None or self._silence > pace.window):
@@ -147,6 +145,9 @@ class PacedBody:
             data = self._raw.read1(amt, decode_content=decode_content)
         except urllib3.exceptions.ReadTimeoutError:
             data = None
+        except Exception:
+            self._broken = True
+            raise
         self._account(len(data) if data is not None else -1)
         return data
 
@@ -171,19 +172,17 @@ class PacedBody:
         self._window_start, self._window_bytes = now, 0
 
     def _stalled(self, why: str) -> None:
+        self._broken = True
         raise StalledError(f"{self._what}: the answer stalled ({why})", url=self._what.split(" ", 1)[-1])
 
     def close(self) -> None:
-        """Done with the answer: when what is left of it is known and small (nothing after a HEAD
-        or a 201, the rest of an error's JSON), read and drop it so the connection goes back to the
-        pool for the next request; otherwise close the connection. Closing every answer left
-        unread cost a new connection (a TLS handshake over HTTPS) for most requests of a run."""
+        """Done with the answer: one with nothing left to read (a HEAD's, a 201 or 202, a body
+        read to its end) gives its connection back to the pool for the next request; any other is
+        closed, with its connection (never waiting for a rest that may drip). Closing every answer
+        left unread cost a new connection (a TLS handshake over HTTPS) for most requests of a run."""
         raw = self._raw
-        left = getattr(raw, "length_remaining", None)
-        if self._failure is None and isinstance(left, int) and 0 <= left <= REUSE_DRAIN:
-            # urllib3 reads to the end (the socket's timeout is the pace's window) and gives the
-            # connection back; one that broke meanwhile is closed and the pool opens a new one
-            raw.drain_conn()
+        if not self._broken and getattr(raw, "length_remaining", None) == 0:
+            raw.drain_conn()  # reads nothing: lets http.client see the end, so the connection is idle
             raw.release_conn()
             return
         raw.close()
@@ -349,6 +348,15 @@ def _no_netrc(request: requests.PreparedRequest) -> requests.PreparedRequest:
     return request
 
 
+class _Session(requests.Session):
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        """On a redirect: the Authorization header is dropped when the host changes (as requests
+        does), and never replaced by ~/.netrc credentials (requests would add them)."""
+        if "Authorization" in prepared_request.headers and self.should_strip_auth(response.request.url,
+                                                                                   prepared_request.url):
+            del prepared_request.headers["Authorization"]
+
+
 class Transport:
     """Sends requests for one registry: TLS policy, timeouts, retries, auth, debug log."""
 
@@ -367,7 +375,7 @@ class Transport:
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.sleep = sleep
-        self.session = requests.Session()
+        self.session = _Session()
         self.session.headers["User-Agent"] = USER_AGENT
         # requests looks up ~/.netrc for every request that has no auth of its own (a file system
         # call per request), and a netrc entry for the host would replace the registry token
