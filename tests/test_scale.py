@@ -209,6 +209,23 @@ def test_no_op_import_asks_once_per_tag_and_writes_nothing(catalog_bundle, fresh
     assert proxy.connections <= 8  # one HEAD after another on kept-alive connections
 
 
+def test_an_imports_questions_to_the_target_run_lookups_at_a_time(small_bundle, fresh_registry, fault_proxy,
+                                                                    tmp_path, capsys):
+    """Which tags are there already is asked --lookups at a time (default 16), not --jobs (4):
+    through a link of 100 ms round trip, the no-op import's HEADs go out side by side, each thread
+    on its own kept-alive connection."""
+    proxy = fault_proxy(fresh_registry())
+    assert run_cli(capsys, "import", small_bundle, proxy.host, "--journal", tmp_path / "j.json").code == 0
+    proxy.delay = 0.05  # each way
+    for lookups, fewest, most in ((["--lookups", "2"], 1, 3), ([], 6, 17)):  # and the first requests' one
+        proxy.exchanges.clear()
+        proxy.connections = 0
+        again = run_cli(capsys, "import", small_bundle, proxy.host, "--json", "--journal", tmp_path / "j.json", *lookups)
+        assert again.code == 0, again.err
+        assert again.json()["tags_written"] == 0 and proxy.stats("HEAD", "/manifests/").requests == IMAGES
+        assert fewest <= proxy.connections <= most, (lookups, proxy.connections)
+
+
 def test_no_op_copy_writes_no_tag_again(registry, fresh_registry, fault_proxy, capsys):
     dest = fresh_registry()
     proxy = fault_proxy(dest)

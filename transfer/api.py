@@ -176,8 +176,9 @@ def _ref_selections(store: RegistryStore, refs: list[Reference], opts: ExportOpt
 
 # -- import ---------------------------------------------------------------------------------------
 
-def upload_store(access: RegistryAccess, host: str, opts: UploadOptions, source_id: str) -> RegistryStore:
-    """A registry store whose blob pushes are chunked and resumable through the journal."""
+def upload_store(access: RegistryAccess, host: str, opts: ImportOptions | CopyOptions, source_id: str) -> RegistryStore:
+    """A registry store whose blob pushes are chunked and resumable through the journal; a
+    connection kept alive for each thread that may ask at once (transfers and lookups)."""
     from transfer.registry.journal import UploadJournal
     from transfer.registry.settings import load_registry_settings
     from transfer.registry.upload import ChunkedUploader
@@ -186,7 +187,7 @@ def upload_store(access: RegistryAccess, host: str, opts: UploadOptions, source_
     journal = UploadJournal(opts.journal or default_journal())
     journal.prune(JOURNAL_MAX_AGE)
     uploader = ChunkedUploader(opts.chunk_size, settings=settings, journal=journal, source=source_id)
-    return RegistryStore(access.client(host), uploader=uploader)
+    return RegistryStore(access.client(host, connections=opts.jobs + opts.lookups), uploader=uploader)
 
 
 def default_journal() -> str:
@@ -258,7 +259,7 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
             final = reader.parts[-1].doc.final if by_parts else True
             done = [p for p in plans if p.label in set(stats.complete)]
             fields: dict[str, Any] = dict(counts(stats, time.monotonic() - started), target=str(path), upload=_upload_report(dst),
-                          tag_problems=verify_tags(dst, done, opts.jobs, known=decisions.tagged | dst.confirmed_tags)
+                          tag_problems=verify_tags(dst, done, opts.lookups, known=decisions.tagged | dst.confirmed_tags)
                           if final else [], notes=decisions.notes, image_signatures=_image_signatures(policy))
             fields["signature"] = signature
             if by_parts:
@@ -310,8 +311,8 @@ def _prepare_import(dst: RegistryStore, expected: list[Descriptor], plans: list[
     from transfer.inventories import load_have
     dst.add_homes(mount_homes(plans, expected, load_have(opts.have, None) if opts.have else None))
     mounts = check_expected(dst, plans, {d.digest for d in expected})
-    pruning = _plan_prune(dst, plans, opts.jobs) if opts.prune else None
-    decisions = decide_tags(dst, plans, opts.on_existing, opts.jobs)
+    pruning = _plan_prune(dst, plans, opts.lookups) if opts.prune else None
+    decisions = decide_tags(dst, plans, opts.on_existing, opts.lookups)
     mount_expected(dst, mounts)
     for note in decisions.notes:
         progress.message(note)
@@ -377,7 +378,7 @@ def _import_stream(stream: BinaryIO, name: str, target: str, opts: ImportOptions
                                   "bundle (stream or file) to finish", report) from exc
         done = [p for p in plans if p.label in set(copier.stats.complete)]
         report = ImportReport(**counts(copier.stats, time.monotonic() - started), target=str(path),
-                              upload=_upload_report(dst), tag_problems=verify_tags(dst, done, opts.jobs),
+                              upload=_upload_report(dst), tag_problems=verify_tags(dst, done, opts.lookups),
                               notes=decisions.notes, signature=_stream_signature(src, name, progress))
     if not index.complete and not opts.allow_incomplete:
         raise IncompleteError(f"{name}: the bundle's export did not finish (its index is marked incomplete): what "
@@ -476,15 +477,15 @@ def import_plan(bundle: str, target: str, *, options: ImportOptions | None = Non
         if image_keys:  # what the import would refuse: listed, and left out of the plan
             from transfer.cosign import enforce
 
-            policy = enforce(reader, plans, image_keys, opts.jobs)
+            policy = enforce(reader, plans, image_keys, opts.lookups)
             plans, refusals = policy.plans, [f"would refuse {label}: {why.removeprefix('refused by ')}"
                                              for label, why in policy.refused]
         with closing(RegistryStore((access or RegistryAccess()).client(path.registry))) as dst:
             _check_prune(bundle, reader, opts, False)
             dst.add_homes(mount_homes(plans, reader.expected, load_have(opts.have, None) if opts.have else None))
             check_expected(dst, plans, {d.digest for d in reader.expected})
-            pruning = _plan_prune(dst, plans, opts.jobs) if opts.prune else None
-            decisions = decide_tags(dst, plans, opts.on_existing, opts.jobs)
+            pruning = _plan_prune(dst, plans, opts.lookups) if opts.prune else None
+            decisions = decide_tags(dst, plans, opts.on_existing, opts.lookups)
             return ImportPlanReport(**push_plan(dst, plans), notes=refusals + decisions.notes, prune=pruning)
 
 
@@ -529,13 +530,13 @@ def copy(source: str, destination: str, *, catalog: bool = False, options: CopyO
             plans[0].tags = [dst_ref.tag]
         plans, policy = _signature_policy(src, plans, image_keys, opts, lambda **f: CopyReport(**f))
         dst.add_homes(mount_homes(plans, [], load_have(opts.have, None) if opts.have else None))
-        pruning = _plan_prune(dst, plans, opts.jobs, _copy_tag_filter(opts)) if opts.prune and not failures else None
-        decisions = decide_tags(dst, plans, "overwrite", opts.jobs)  # tags already right: not written again
+        pruning = _plan_prune(dst, plans, opts.lookups, _copy_tag_filter(opts)) if opts.prune and not failures else None
+        decisions = decide_tags(dst, plans, "overwrite", opts.lookups)  # tags already right: not written again
         for note in decisions.notes:
             (progress or NullProgress()).message(note)
         stats = Copier(src, dst, progress=progress, jobs=opts.jobs, keep_going=opts.keep_going,
                        tagged=decisions.tagged, tags_asked=True).execute(plans)
-        problems = verify_tags(dst, plans, opts.jobs, known=decisions.tagged | dst.confirmed_tags)
+        problems = verify_tags(dst, plans, opts.lookups, known=decisions.tagged | dst.confirmed_tags)
         stats.failures[:0] = failures
         _add_verdicts(stats, policy)
         report = CopyReport(**counts(stats, time.monotonic() - started), upload=_upload_report(dst),
@@ -576,7 +577,7 @@ def _signature_policy(src: Source, plans: list[ImagePlan], keys: list["PublicKey
         return plans, None
     from transfer.cosign import enforce
 
-    policy = enforce(src, plans, keys, opts.jobs)
+    policy = enforce(src, plans, keys, opts.lookups)
     if policy.refused and not opts.keep_going:
         raise ImagePolicyError(policy.message(), report(failures=as_failures(policy.refused),
                                                          image_signatures=_image_signatures(policy)))
@@ -619,12 +620,12 @@ def diff(bundle: str, target: str, *, options: ImportOptions | None = None,
     path = RegistryPath.parse(target)
     mapping = RepositoryMapping.parse(path.path, opts.map)
     with BundleReader(bundle) as reader, \
-            closing(RegistryStore((access or RegistryAccess()).client(path.registry))) as dst:
+            closing(RegistryStore((access or RegistryAccess()).client(path.registry, connections=opts.lookups))) as dst:
         plans = plan_imports(reader, reader.entries, mapping)
-        tags = diff_tags(plans, registry_tags(dst, sorted({p.dst_repo for p in plans}), opts.jobs))
+        tags = diff_tags(plans, registry_tags(dst, sorted({p.dst_repo for p in plans}), opts.lookups))
         untagged = [p for p in plans if not p.tags]
         absent = [p for p, there in zip(untagged, parallel_map(lambda p: dst.exists(p.dst_repo, p.root), untagged,
-                                                               opts.jobs)) if not there]
+                                                               opts.lookups)) if not there]
     by_status = {s: sum(1 for t in tags if t.status == s) for s in ("missing", "extra", "changed", "same")}
     return DiffReport(bundle=bundle, target=str(path), **by_status, tags=[t for t in tags if t.status != "same"],
                       untagged_missing=[f"{p.dst_repo}@{p.root.digest}" for p in absent])

@@ -99,6 +99,7 @@ class ImportOptions(UploadOptions):
     allow_incomplete: bool = False  # import what an unfinished bundle holds
     jobs: int = Field(default=DEFAULT_JOBS, ge=1)
     keep_going: bool = False
+    lookups: int = Field(default=DEFAULT_LOOKUPS, ge=1)  # questions to the target in flight (tags there, the check after)
     prune: bool = False  # then delete the tags and manifests of the covered repositories the bundle lacks
     have: str | None = None  # an inventory of the target: repositories to cross-mount blobs from
     require_signed: list[str] = Field(default_factory=list)  # public keys (PEM): images need a cosign signature by one

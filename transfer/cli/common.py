@@ -166,9 +166,12 @@ def add_selection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT]",
                    help="keep only these platforms of multi-arch images (repeatable; default all)")
     p.add_argument("--no-referrers", action="store_true", help="leave out signatures, attestations, SBOMs")
-    p.add_argument("--lookups", type=positive_int, default=DEFAULT_LOOKUPS, metavar="N",
-                   help="manifest, tag and referrer requests in flight while planning, alongside the "
-                        f"--jobs transfers (default {DEFAULT_LOOKUPS}; 1 reads one image at a time)")
+    add_lookups(p, "manifest, tag and referrer requests in flight while planning, alongside the --jobs transfers "
+                   f"(default {DEFAULT_LOOKUPS}; 1 reads one image at a time)")
+
+
+def add_lookups(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--lookups", type=positive_int, default=DEFAULT_LOOKUPS, metavar="N", help=text)
 
 
 def add_signature_policy(p: argparse.ArgumentParser) -> None:

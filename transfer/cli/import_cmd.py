@@ -6,11 +6,12 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from transfer.cli.common import (access, add_signature_policy, add_transfer_options, add_upload_options, emit, options,
+from transfer.cli.common import (access, add_lookups, add_signature_policy, add_transfer_options, add_upload_options, emit, options,
                                  run_job, signature_lines, summary_lines, upload_lines, upload_options)
 from transfer.cli.remote import registry_options
 from transfer.cli.restore_cmd import prune_lines
 from transfer.errors import PartOrderError, TransferError
+from transfer.limits import DEFAULT_LOOKUPS
 from transfer.sizes import format_size
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     opts = options(ImportOptions, **upload_options(args), map=args.map or [], on_existing=args.on_existing,
                    allow_incomplete=args.allow_incomplete, jobs=args.jobs, keep_going=args.keep_going,
-                   prune=args.prune, have=args.have, require_signed=args.require_signed)
+                   lookups=args.lookups, prune=args.prune, have=args.have, require_signed=args.require_signed)
     creds = access(args)
     if args.dry_run:
         plan = transfer.api.import_plan(args.bundle, args.target, options=opts, access=creds, keys=args.key or ())
@@ -120,4 +121,6 @@ def register(subparsers, parents) -> None:
     add_signature_policy(p)
     add_upload_options(p)
     add_transfer_options(p)
+    add_lookups(p, "questions to the target in flight (which tags are there already, the check of every tag "
+                   f"after), alongside the --jobs transfers (default {DEFAULT_LOOKUPS})")
     p.set_defaults(func=cmd_import)
