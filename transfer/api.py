@@ -257,7 +257,8 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
             stats = copier.execute(plans)
             _add_verdicts(stats, policy)
             final = reader.parts[-1].doc.final if by_parts else True
-            done = [p for p in plans if p.label in set(stats.complete)]
+            complete = set(stats.complete)
+            done = [p for p in plans if p.label in complete]
             fields: dict[str, Any] = dict(counts(stats, time.monotonic() - started), target=str(path), upload=_upload_report(dst),
                           tag_problems=verify_tags(dst, done, opts.lookups, known=decisions.tagged | dst.confirmed_tags)
                           if final else [], notes=decisions.notes, image_signatures=_image_signatures(policy))
@@ -376,7 +377,8 @@ def _import_stream(stream: BinaryIO, name: str, target: str, opts: ImportOptions
             raise IncompleteError(f"{name}: {why}; {report.blobs_copied} blob(s) and {report.images} image(s) "
                                   f"reached {path} and are kept: run the same import again with the whole "
                                   "bundle (stream or file) to finish", report) from exc
-        done = [p for p in plans if p.label in set(copier.stats.complete)]
+        complete = set(copier.stats.complete)
+        done = [p for p in plans if p.label in complete]
         report = ImportReport(**counts(copier.stats, time.monotonic() - started), target=str(path),
                               upload=_upload_report(dst), tag_problems=verify_tags(dst, done, opts.lookups),
                               notes=decisions.notes, signature=_stream_signature(src, name, progress))
