@@ -296,7 +296,20 @@ class _Adapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kw: Any) -> None:
         kw["blocksize"] = SEND_BLOCK
+        self._pool_keys: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
         super().init_poolmanager(*args, **kw)
+
+    def build_connection_pool_key_attributes(self, request: Any, verify: Any,
+                                             cert: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """requests works the pool's key out again for every request (a file system call where
+        ``verify`` is a CA path, such as REQUESTS_CA_BUNDLE's); it depends only on the scheme,
+        host and port and on verify and cert: worked out once for each."""
+        parts = urlsplit(request.url)
+        key = (parts.scheme, parts.netloc, verify, cert if not isinstance(cert, list) else tuple(cert))
+        found = self._pool_keys.get(key)
+        if found is None:
+            found = self._pool_keys[key] = super().build_connection_pool_key_attributes(request, verify, cert)
+        return dict(found[0]), dict(found[1])
 
 
 class _TLSAdapter(_Adapter):
@@ -349,6 +362,22 @@ def _no_netrc(request: requests.PreparedRequest) -> requests.PreparedRequest:
 
 
 class _Session(requests.Session):
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
+        """The environment (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE) read once for each scheme and
+        host, not again at every request (requests walks os.environ and the proxy bypass list)."""
+        if proxies or cert:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc, stream, verify)
+        found = self._environment.get(key)
+        if found is None:
+            found = self._environment[key] = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        return dict(found, proxies=dict(found["proxies"]))
+
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
         """On a redirect: the Authorization header is dropped when the host changes (as requests
         does), and never replaced by ~/.netrc credentials (requests would add them)."""
