@@ -113,11 +113,20 @@ class PacedBody:
         self._window_start, self._window_bytes = now, 0
         self._failure: Exception | None = None
         self._broken = False  # a read failed or stalled: the connection is not reused
-        sock = getattr(getattr(raw, "connection", None), "sock", None)
-        self._silence = sock.gettimeout() if sock is not None else None
-        if sock is not None and (self._silence is None or self._silence > pace.window):
-            sock.settimeout(pace.window)  # silence for a whole window is a stall too (reset per request)
-            self._silence = pace.window
+        # the socket's timeout is set to the window at the first read of the body (an answer
+        # without one, most of an import's, costs no system call for it)
+        self._unarmed = getattr(getattr(raw, "connection", None), "sock", None)
+        self._silence: float | None = None
+
+    def _arm(self) -> None:
+        sock, self._unarmed = self._unarmed, None
+        try:
+            self._silence = sock.gettimeout()
+            if self._silence is None or self._silence > self._pace.window:
+                sock.settimeout(self._pace.window)  # silence for a whole window is a stall too (reset per request)
+                self._silence = self._pace.window
+        except OSError:
+            pass  # the connection is gone: the read says so
 
     def read(self, amt: int | None = None, decode_content: bool | None = None, **kw: Any) -> bytes:
         """``amt`` bytes (all with None), fewer only at the end, like urllib3's read; the pace is
@@ -141,6 +150,8 @@ class PacedBody:
         return b"".join(parts)
 
     def _read1(self, amt: int, decode_content: bool | None) -> bytes:
+        if self._unarmed is not None:
+            self._arm()
         try:
             data = self._raw.read1(amt, decode_content=decode_content)
         except urllib3.exceptions.ReadTimeoutError:
