@@ -48,54 +48,71 @@ def rss_runs(source: Registry, images: int, work: Path) -> dict[str, int]:
 
 
 class PeakSnapshots:
-    """tracemalloc snapshots taken at the end of each copy (``Copier.execute``), keyed by job."""
+    """At the end of each copy (``Copier.execute``, patched once): tracemalloc's peak so far and a
+    snapshot, dumped to a file at once (a snapshot held in memory would count in what follows)."""
 
-    def __init__(self) -> None:
+    def __init__(self, work: Path) -> None:
         from transfer import engine
 
-        self.taken: list[tracemalloc.Snapshot] = []
-        self.peaks: list[int] = []  # tracemalloc's peak of each job (bytes)
+        self.work, self.files, self.peaks = work, list[Path](), list[int]()
+        self._peak = 0
         original = engine.Copier.execute
 
         def execute(copier, plans):  # type: ignore[no-untyped-def]
             stats = original(copier, plans)
-            self.taken.append(tracemalloc.take_snapshot())
+            if tracemalloc.is_tracing():
+                self._peak = max(self._peak, tracemalloc.get_traced_memory()[1])
+                path = self.work / f"snapshot-{len(self.files)}"
+                tracemalloc.take_snapshot().dump(str(path))
+                self.files.append(path)
+                tracemalloc.reset_peak()
             return stats
+
         engine.Copier.execute = execute  # type: ignore[method-assign]
 
     def job_done(self) -> None:
-        self.peaks.append(tracemalloc.get_traced_memory()[1])
+        self.peaks.append(max(self._peak, tracemalloc.get_traced_memory()[1]))
+        self._peak = 0
         tracemalloc.reset_peak()
 
+    def take(self, count: int) -> tuple[list[Path], list[int]]:
+        files, peaks = self.files[-count:], self.peaks[-count:]
+        return files, peaks
 
-def traced_runs(source: Registry, images: int, work: Path) -> tuple[dict[str, tracemalloc.Snapshot], list[int]]:
-    """The three jobs in this process; the snapshot at the end of each one's copy."""
+
+def traced_runs(recorder: PeakSnapshots, source: Registry, images: int, work: Path,
+                trace: bool = True) -> tuple[dict[str, Path], list[int]]:
+    """The three jobs in this process (traced unless ``trace`` is False: a warm-up that imports
+    every module first, so both sizes are traced alike); per job the snapshot at the end of its
+    copy and tracemalloc's peak."""
     import transfer
     from transfer.options import ExportOptions, ImportOptions
 
-    peaks = PeakSnapshots()
     bundle = work / f"traced-{images}.bundle"
     target = Registry(work / f"ttarget-{images}", "plain").start()
-    tracemalloc.start(8)
+    if trace:
+        tracemalloc.start(8)
     try:
         transfer.export([], str(bundle), catalog=source.host, options=ExportOptions())
-        peaks.job_done()
+        recorder.job_done()
         opts = ImportOptions(journal=str(work / "traced-journal.json"))
         for _ in range(2):  # the import, then the same again (nothing to do)
             transfer.import_bundle(str(bundle), target.host, options=opts)
-            peaks.job_done()
+            recorder.job_done()
     finally:
         tracemalloc.stop()
         target.stop()
         remove(work / f"ttarget-{images}")
         remove(bundle)
-    return dict(zip(JOBS, peaks.taken)), peaks.peaks
+    files, peaks = recorder.take(len(JOBS))
+    return dict(zip(JOBS, files)), peaks
 
 
-def growth(small: tracemalloc.Snapshot, large: tracemalloc.Snapshot, images: int, top: int) -> list[str]:
+def growth(small: Path, large: Path, images: int, top: int) -> list[str]:
     """Source lines whose live memory grew most between the two sizes, in bytes per image."""
     ignore = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap>")]
-    a, b = small.filter_traces(ignore), large.filter_traces(ignore)
+    a = tracemalloc.Snapshot.load(str(small)).filter_traces(ignore)
+    b = tracemalloc.Snapshot.load(str(large)).filter_traces(ignore)
     lines = []
     total = sum(s.size for s in b.statistics("filename")) - sum(s.size for s in a.statistics("filename"))
     lines.append(f"  traced total: {total / images:8.0f} B/image")
@@ -129,7 +146,9 @@ def main() -> None:
                     print(f"{job:14} {rss[n1][job] / 1024:9.1f} MiB {rss[n2][job] / 1024:9.1f} MiB {per:10.2f}")
                 sys.stdout.flush()
             if args.trace:
-                traced = {n: traced_runs(sources[n], n, work) for n in (n1, n2)}
+                recorder = PeakSnapshots(work)
+                traced_runs(recorder, sources[n1], n1, work, trace=False)
+                traced = {n: traced_runs(recorder, sources[n], n, work) for n in (n1, n2)}
                 for i, job in enumerate(JOBS):
                     peak = (traced[n2][1][i] - traced[n1][1][i]) / (n2 - n1)
                     print(f"\n{job}: tracemalloc peak {traced[n1][1][i] >> 20} / {traced[n2][1][i] >> 20} MiB "
