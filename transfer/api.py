@@ -108,6 +108,9 @@ def _write_bundle(src: Source, planned: Iterable[ImagePlan], output: BundleIO, h
     with writer:
         expected = declare_expected(writer, plans, load_have(opts.have, opts.since)) if opts.have or opts.since else 0
         early = writer.set_plan(BundlePlan(tuple(plans)))  # the plan and the manifests before any blob
+        for plan in plans:  # held to the end of the run: the bytes of manifests stored now are not needed again
+            if all(writer.stored(d.digest) for d in plan.manifests):
+                plan.raw = {}
         stats = Copier(src, writer, progress=progress, jobs=opts.jobs, keep_going=opts.keep_going).execute(plans)
         stats.manifests_copied, stats.manifests_skipped = stats.manifests_copied + early, stats.manifests_skipped - early
         stats.failures[:0] = failures
@@ -252,7 +255,8 @@ def import_bundle(bundle: BundleIO, target: str, *, options: ImportOptions | Non
             stats = copier.execute(plans)
             _add_verdicts(stats, policy)
             final = reader.parts[-1].doc.final if by_parts else True
-            done = [p for p in plans if p.label in set(stats.complete)]
+            complete = set(stats.complete)  # once: in the condition it was built again for every plan
+            done = [p for p in plans if p.label in complete]
             fields: dict[str, Any] = dict(counts(stats, time.monotonic() - started), target=str(path), upload=_upload_report(dst),
                           tag_problems=verify_tags(dst, done, opts.jobs, known=decisions.tagged | dst.confirmed_tags)
                           if final else [], notes=decisions.notes, image_signatures=_image_signatures(policy))
@@ -366,7 +370,8 @@ def _import_stream(stream: BinaryIO, name: str, target: str, opts: ImportOptions
             raise IncompleteError(f"{name}: {why}; {report.blobs_copied} blob(s) and {report.images} image(s) "
                                   f"reached {path} and are kept: run the same import again with the whole "
                                   "bundle (stream or file) to finish", report) from exc
-        done = [p for p in plans if p.label in set(copier.stats.complete)]
+        complete = set(copier.stats.complete)
+        done = [p for p in plans if p.label in complete]
         report = ImportReport(**counts(copier.stats, time.monotonic() - started), target=str(path),
                               upload=_upload_report(dst), tag_problems=verify_tags(dst, done, opts.jobs),
                               notes=decisions.notes, signature=_stream_signature(src, name, progress))
