@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 import shutil
@@ -155,7 +156,7 @@ def content_header(digest, size, payload, codec=fmt.NONE, chunk_length=None) -> 
 def test_hostile_offset_past_the_end(tmp_path):
     data = b"abc"
     def lie(entries):
-        entries[0] = ChunkEntry(**{**entries[0].__dict__, "offset": 10**12})
+        entries[0] = dataclasses.replace(entries[0], offset=10**12)
     craft(tmp_path / "h", [(content_header(digest_bytes(data), 3, data), data)], lie)
     with pytest.raises(CorruptBundleError, match="outside the file"):
         BundleReader(tmp_path / "h")

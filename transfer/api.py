@@ -109,6 +109,9 @@ def _write_bundle(src: Source, planned: Iterable[ImagePlan], output: BundleIO, h
     with writer:
         expected = declare_expected(writer, plans, load_have(opts.have, opts.since)) if opts.have or opts.since else 0
         early = writer.set_plan(BundlePlan(tuple(plans)))  # the plan and the manifests before any blob
+        for plan in plans:  # held to the end of the run: the bytes of manifests stored now are not needed again
+            if all(writer.stored(d.digest) for d in plan.manifests):
+                plan.raw = {}
         stats = Copier(src, writer, progress=progress, jobs=opts.jobs, keep_going=opts.keep_going).execute(plans)
         stats.manifests_copied, stats.manifests_skipped = stats.manifests_copied + early, stats.manifests_skipped - early
         stats.failures[:0] = failures

@@ -167,7 +167,7 @@ class Copier:
         self.push_jobs = self.jobs if dst.traits.concurrent_push else 1
         self.fetch_jobs = self.jobs if self.push_jobs == 1 and src.traits.may_stall else 1
         self.keep_going = keep_going
-        self.tagged = set(tagged)
+        self.tagged = tagged if isinstance(tagged, (set, frozenset)) else set(tagged)  # only read: not copied
         self.stats = CopyStats()
         self._partial = src if isinstance(src, Partial) else None
         self._roots = dst if isinstance(dst, RootRecorder) else None
@@ -175,7 +175,7 @@ class Copier:
         self._lock = threading.Lock()
         self._failed_blobs: dict[tuple[str, str], str] = {}  # (repository key, digest) -> why
         self._waiting_blobs: set[tuple[str, str]] = set()  # (repository key, digest) not at the source yet
-        self._manifest_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._manifest_locks: dict[tuple[str, str], threading.Lock] = {}  # of the batch finishing
         self._settled: set[tuple[str, str]] = set()  # blob keys copied or found present already
 
     def execute(self, plans: Iterable[ImagePlan]) -> CopyStats:
@@ -199,6 +199,7 @@ class Copier:
         else:
             for plan in plans:
                 self._finish_image(plan)
+        self._manifest_locks.clear()  # only images finishing side by side share them: none of the next batch
 
     def _already_there(self, plan: ImagePlan) -> bool:
         """Every tag of ``plan`` already points at its root (``tagged``): the root is there, so

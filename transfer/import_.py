@@ -17,7 +17,7 @@ from transfer.digest import Readable
 from transfer.engine import parallel_map
 from transfer.errors import (BundleError, InvalidReferenceError, NotFoundError, PartOrderError, TransferError,
                              UsageError)
-from transfer.models import Descriptor
+from transfer.models import INDEX_TYPES, Descriptor
 from transfer.reference import validate_repository
 from transfer.registry import RegistryStore
 from transfer.selection import MOUNT_FROM
@@ -55,14 +55,20 @@ class RepositoryMapping:
 
 
 def plan_imports(bundle: Source, entries, mapping: RepositoryMapping) -> list[ImagePlan]:
-    """One plan per (repository, root digest), carrying every tag the bundle records for it."""
+    """One plan per (repository, root digest), carrying every tag the bundle records for it.
+
+    Every plan is held until the import ends, so the manifests' bytes are not kept in them (the
+    engine reads each one back from the bundle when it pushes it, a local read), except an index
+    root's: ``--prune`` compares its platforms before anything is pushed."""
     plans: dict[tuple[str, str], ImagePlan] = {}
     for e in entries:
         key = (e.repository, e.digest)
         if key not in plans:
             root = bundle.resolve(e.repository, e.digest)
             label = f"{e.repository}@{e.digest}"
-            plans[key] = plan_image(bundle, e.repository, root, dst_repo=mapping.target(e.repository), label=label)
+            plan = plan_image(bundle, e.repository, root, dst_repo=mapping.target(e.repository), label=label)
+            plan.raw = {root.digest: plan.raw[root.digest]} if root.media_type in INDEX_TYPES else {}
+            plans[key] = plan
         if e.tag:
             plans[key].tags.append(e.tag)
             plans[key].label = f"{e.repository}:{plans[key].tags[0]}"
@@ -216,10 +222,10 @@ def verify_tags(dst: Source, plans: list[ImagePlan], jobs: int = 1,
     """After the import: every written tag must point at the bundle's digest. ``known``:
     (repository, tag) pairs this run already saw at the right digest (found so just before, or
     a PUT answered with it), which are not asked again."""
-    unknown = [ImagePlan(p.src_repo, p.dst_repo, p.root, [t for t in p.tags if (p.dst_repo, t) not in known])
-               for p in plans]
+    unknown = [ImagePlan(p.src_repo, p.dst_repo, p.root, tags) for p in plans
+               if (tags := [t for t in p.tags if (p.dst_repo, t) not in known])]
     return [f"{plan.dst_repo}:{tag} points at {got or 'nothing'}, expected {plan.root.digest}"
-            for plan, tag, got in current_tags(dst, [p for p in unknown if p.tags], jobs) if got != plan.root.digest]
+            for plan, tag, got in current_tags(dst, unknown, jobs) if got != plan.root.digest]
 
 
 def push_plan(dst: Target, plans: list[ImagePlan]) -> dict:

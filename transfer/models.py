@@ -6,6 +6,8 @@ those bytes to find children and platforms; they are never serialised back for a
 
 from __future__ import annotations
 
+import sys
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from transfer.digest import validate_digest
@@ -81,10 +83,17 @@ class Descriptor(BaseModel):
     artifact_type: str | None = Field(default=None, alias="artifactType")
     urls: list[str] | None = None
 
+    # One copy of each string: a run holds every plan's descriptors to its end, and the same digest
+    # (a base layer, a record of the bundle's index) and the few media types come back in many.
     @field_validator("digest")
     @classmethod
     def _digest_ok(cls, v: str) -> str:
-        return validate_digest(v)
+        return sys.intern(validate_digest(v))
+
+    @field_validator("media_type")
+    @classmethod
+    def _one_copy(cls, v: str) -> str:
+        return sys.intern(v)
 
     @property
     def is_manifest(self) -> bool:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Protocol, runtime_checkable
 
@@ -136,7 +138,7 @@ def read_manifest(source: Source, repo: str, desc: Descriptor, limit: int) -> by
         return reader.read_all(limit)
 
 
-@dataclass
+@dataclass(slots=True)  # one per image, held for the whole run
 class ImagePlan:
     """One root manifest to copy from ``src_repo`` to ``dst_repo`` under ``tags``: its manifests
     children first (the root last) and every blob they reference, each once.
@@ -205,9 +207,33 @@ def _walk(src: Source, repo: str, desc: Descriptor, raw: bytes, view: ManifestVi
             seen_blobs = {b.digest for b in plan.blobs}
         elif child.digest not in seen_blobs:
             seen_blobs.add(child.digest)
-            plan.blobs.append(child)
+            plan.blobs.append(shared_descriptor(child))
     plan.manifests.append(desc)
     plan.raw[desc.digest] = raw
+
+
+_SHARED_MAX = 1024
+_shared: OrderedDict[tuple[str, str, int], Descriptor] = OrderedDict()
+_shared_lock = threading.Lock()
+
+
+def shared_descriptor(desc: Descriptor) -> Descriptor:
+    """One instance of a plain descriptor (digest, media type, size, nothing else) for the images
+    read recently: a base layer is in many images, and every plan is held to the end of a run.
+    (Descriptors are frozen; the last _SHARED_MAX are remembered.)"""
+    if desc.model_extra or desc.annotations is not None or desc.platform is not None \
+            or desc.artifact_type is not None or desc.urls is not None:
+        return desc
+    key = (desc.digest, desc.media_type, desc.size)
+    with _shared_lock:
+        found = _shared.get(key)
+        if found is not None:
+            _shared.move_to_end(key)
+            return found
+        _shared[key] = desc
+        if len(_shared) > _SHARED_MAX:
+            _shared.popitem(last=False)
+    return desc
 
 
 def _filter_platforms(

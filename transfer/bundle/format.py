@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 from transfer.digest import is_digest
 from transfer.errors import CorruptBundleError, InvalidReferenceError, UnsupportedBundleError
@@ -231,7 +232,7 @@ def decode_trailer(data: bytes, file_size: int, what: str) -> Trailer:
 # ---- index -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per record / root: kept for a whole run
 class ChunkEntry:
     """Where one content record lies: ``offset`` is the record header's offset in its part."""
 
@@ -261,7 +262,7 @@ class ChunkEntry:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per record / root: kept for a whole run
 class CatalogEntry:
     """One root of the bundle: a tag (or an untagged root when ``tag`` is None) of a repository."""
 
@@ -316,12 +317,38 @@ def _name(value: Any, check: Any, what: str) -> Any:
         raise CorruptBundleError(f"{what}: {exc}") from None
 
 
+RECORD_FIELDS = ("digest", "media_type", "size", "codec", "offset", "stored_length", "chunk_offset", "chunk_length")
+_RECORD_KEYS = frozenset(RECORD_FIELDS)
+
+
+class _Packed(tuple):
+    """An index record's fields as parsed (RECORD_FIELDS order), without a dict for each: an index
+    may list 100,000 records, and they are all parsed before the first is checked."""
+
+    __slots__ = ()
+
+
+def _pack(d: dict[str, Any]) -> Any:
+    """json object hook for an index: an object with exactly a record's fields, packed."""
+    return _Packed(d[k] for k in RECORD_FIELDS) if len(d) == len(RECORD_FIELDS) and d.keys() == _RECORD_KEYS else d
+
+
+def _draining(items: list[Any]) -> Iterator[Any]:
+    """Each item of ``items`` in turn, dropped from the list as it is handed out (the parsed form
+    then goes while the decoded one is built, not after all of them are)."""
+    for n in range(len(items)):
+        item, items[n] = items[n], None
+        yield item
+
+
 def decode_chunk_entry(d: Any, part: int, limit: int, what: str) -> ChunkEntry:
+    if isinstance(d, _Packed):
+        d = dict(zip(RECORD_FIELDS, d))
     if _get(d, "codec", str, what) not in CODECS:
         raise CorruptBundleError(f"{what}: unknown codec {d['codec'][:20]!r}")
-    e = ChunkEntry(
-        _digest(d, "digest", what), _media_type(d, "media_type", what), _nat(d, "size", what),
-        _get(d, "codec", str, what), _nat(d, "offset", what), _nat(d, "stored_length", what),
+    e = ChunkEntry(  # the strings once each (an index may list 100,000 records, kept while the bundle is open)
+        sys.intern(_digest(d, "digest", what)), sys.intern(_media_type(d, "media_type", what)), _nat(d, "size", what),
+        CODEC_NAMES[CODECS[d["codec"]]], _nat(d, "offset", what), _nat(d, "stored_length", what),
         _nat(d, "chunk_offset", what), _nat(d, "chunk_length", what), part,
     )
     check_record_header(e.header(), what)
@@ -336,9 +363,9 @@ def decode_catalog_entry(d: Any, what: str) -> CatalogEntry:
     if (tag is not None and not isinstance(tag, str)) or not all(isinstance(p, str) for p in platforms):
         raise CorruptBundleError(f"{what}: malformed catalog entry")
     return CatalogEntry(
-        _name(_get(d, "repository", str, what), validate_repository, what),
-        None if tag is None else _name(tag, validate_tag, what), _digest(d, "digest", what),
-        _media_type(d, "media_type", what), list(platforms), _nat(d, "size", what),
+        sys.intern(_name(_get(d, "repository", str, what), validate_repository, what)),
+        None if tag is None else _name(tag, validate_tag, what), sys.intern(_digest(d, "digest", what)),
+        sys.intern(_media_type(d, "media_type", what)), [sys.intern(p) for p in platforms], _nat(d, "size", what),
     )
 
 
@@ -356,16 +383,27 @@ class BundlePlan:
         return [seen[d] for d in sorted(seen)]
 
     def to_json(self) -> dict[str, Any]:
+        types, rows, images = self._json_parts()
+        return {"media_types": types, "contents": list(rows), "images": list(images)}
+
+    def pieces(self) -> Iterator[bytes]:
+        """``dumps(self.to_json())`` in pieces (the same bytes): a plan of many images is never
+        whole in memory as JSON, nor as a dict per image."""
+        types, rows, images = self._json_parts()
+        yield b'{"contents":'
+        yield from list_pieces(map(dumps, rows))
+        yield b',"images":'
+        yield from list_pieces(map(dumps, images))
+        yield b',"media_types":' + dumps(types) + b"}"
+
+    def _json_parts(self) -> tuple[list[str], Iterator[list[Any]], Iterator[dict[str, Any]]]:
         contents = self.contents()
         types = sorted({c.media_type for c in contents})
         kind, where = {t: n for n, t in enumerate(types)}, {c.digest: n for n, c in enumerate(contents)}
-        return {
-            "media_types": types,
-            "contents": [[c.digest, c.size, kind[c.media_type]] for c in contents],
-            "images": [{"repository": i.dst_repo, "tags": list(i.tags),
-                        "manifests": [where[c.digest] for c in i.manifests],
-                        "blobs": [where[c.digest] for c in i.blobs]} for i in self.images],
-        }
+        rows = ([c.digest, c.size, kind[c.media_type]] for c in contents)
+        images = ({"repository": i.dst_repo, "tags": list(i.tags), "manifests": [where[c.digest] for c in i.manifests],
+                   "blobs": [where[c.digest] for c in i.blobs]} for i in self.images)
+        return types, rows, images
 
 
 def decode_plan(d: Any, what: str) -> BundlePlan:
@@ -416,21 +454,53 @@ class IndexDoc:
 
 
 def encode_index(doc: IndexDoc) -> bytes:
-    plan = {"plan": doc.plan.to_json()} if doc.plan is not None else {}
-    return dumps({
-        **plan,
+    return b"".join(index_pieces(doc))
+
+
+INDEX_BATCH = 256  # entries encoded per piece
+
+
+def index_pieces(doc: IndexDoc) -> Iterator[bytes]:
+    """The bytes of ``dumps`` of the index document, in pieces of at most INDEX_BATCH entries: a
+    writer of a large bundle then never holds the whole JSON, nor a dict per record, at once."""
+    fields: dict[str, Any] = {
         "format": "transfer-bundle", "version": doc.version, "part": doc.part, "set_id": doc.set_id,
         "complete": doc.complete, "final": doc.final, "parts": doc.parts, "created": doc.created,
         "tool_version": doc.tool_version, "source_registry": doc.source_registry,
-        "records": [c.to_json() for c in sorted(doc.chunks, key=lambda c: (c.digest, c.chunk_offset))],
-        "catalog": [c.to_json() for c in sorted(doc.catalog, key=lambda c: c.key)],
-        "expected": sorted(doc.expected, key=lambda d: d["digest"]),
-    })
+    }
+    plan = doc.plan
+    lists: dict[str, Callable[[], Iterator[bytes]]] = {
+        "records": lambda: list_pieces(dumps(c.to_json()) for c in sorted(doc.chunks, key=lambda c: (c.digest, c.chunk_offset))),
+        "catalog": lambda: list_pieces(dumps(c.to_json()) for c in sorted(doc.catalog, key=lambda c: c.key)),
+        "expected": lambda: list_pieces(map(dumps, sorted(doc.expected, key=lambda d: d["digest"]))),
+    }
+    if plan is not None:
+        lists["plan"] = plan.pieces
+    for n, key in enumerate(sorted([*fields, *lists])):  # the order of sort_keys
+        head = (b"," if n else b"{") + dumps(key) + b":"
+        if key in fields:
+            yield head + dumps(fields[key])
+        else:
+            yield head
+            yield from lists[key]()
+    yield b"}"
+
+
+def list_pieces(items: Iterable[bytes]) -> Iterator[bytes]:
+    """A JSON list of the encoded ``items`` (as ``dumps`` writes it), INDEX_BATCH items a piece."""
+    batch, sep = [b"["], b""
+    for item in items:
+        batch.append(sep + item)
+        sep = b","
+        if len(batch) >= INDEX_BATCH:
+            yield b"".join(batch)
+            batch = []
+    yield b"".join(batch) + b"]"
 
 
 def decode_index(data: bytes, limit: int, what: str) -> IndexDoc:
     """Parse and check an index; ``limit`` is the offset every record must end before."""
-    d = load_json(data, f"{what}: index", CorruptBundleError, MAX_INDEX_SIZE)
+    d = load_json(data, f"{what}: index", CorruptBundleError, MAX_INDEX_SIZE, _pack)
     if not isinstance(d, dict) or d.get("format") != "transfer-bundle":
         raise CorruptBundleError(f"{what}: index is not a transfer bundle index")
     if d.get("version") not in VERSIONS:
@@ -443,8 +513,8 @@ def decode_index(data: bytes, limit: int, what: str) -> IndexDoc:
         part, _get(d, "set_id", str, what), _get(d, "complete", bool, what),
         _get(d, "final", bool, what), parts, _get(d, "created", str, what),
         _get(d, "tool_version", str, what), _get(d, "source_registry", str, what),
-        [decode_chunk_entry(e, part, limit, what) for e in _get(d, "records", list, what)],
-        [decode_catalog_entry(e, what) for e in _get(d, "catalog", list, what)],
+        [decode_chunk_entry(e, part, limit, what) for e in _draining(_get(d, "records", list, what))],
+        [decode_catalog_entry(e, what) for e in _draining(_get(d, "catalog", list, what))],
         [_expected(e, what) for e in _get(d, "expected", list, what)],
         decode_plan(d["plan"], f"{what} plan") if d.get("plan") is not None else None,
         d["version"],

@@ -21,7 +21,7 @@ import queue
 import threading
 import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, ClassVar, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, ClassVar, Iterator, Union
 
 import zstandard
 
@@ -339,9 +339,18 @@ def index_bytes(data: bytes, start: int, flags: int) -> bytes:
 
 def append_index(fh: Any, doc: IndexDoc) -> int:
     """Write the index record and trailer at the current position, end the file there and sync
-    it (a stream: flush it); return the file's size."""
+    it (a stream: flush it); return the file's size. The index is encoded twice, piece by piece
+    (its length and checksums first, for the header), never whole in memory."""
     flags = fmt.TRAILER_COMPLETE | fmt.TRAILER_FINAL if doc.complete else 0
-    fh.write(index_bytes(fmt.encode_index(doc), fh.tell(), flags))
+    start, sha, crc, length = fh.tell(), hashlib.sha256(), 0, 0
+    for piece in fmt.index_pieces(doc):
+        sha.update(piece)
+        crc, length = zlib.crc32(piece, crc), length + len(piece)
+    h = RecordHeader(fmt.INDEX, fmt.NONE, "sha256:" + sha.hexdigest(), fmt.INDEX_TYPE, length, 0, length, length, crc)
+    fh.write(fmt.encode_record_header(h))
+    for piece in fmt.index_pieces(doc):
+        fh.write(piece)
+    fh.write(fmt.encode_trailer(fmt.Trailer(start, length, sha.digest(), flags)))
     if isinstance(fh, StreamOut):
         fh.flush()
         return fh.tell()
@@ -581,7 +590,7 @@ class BundleWriter:
                 self._set_index_plan(plan)
             if self.version < 2:  # continuing a version 1 bundle: no plan record, children first
                 return 0
-            self._write_small(fmt.PLAN, fmt.PLAN_TYPE, plan.to_json(), 0)
+            self._write_pieces(fmt.PLAN, fmt.PLAN_TYPE, plan.pieces)
             self._part.plan = plan
             written = 0
             if self.split_size is not None:  # a part alone must hold the manifests of the blobs it ends
@@ -610,7 +619,7 @@ class BundleWriter:
     def _set_plan(self, plan: BundlePlan | None) -> None:
         """The plan written into every index (split sets)."""
         self._plan = plan
-        self._plan_bytes = 0 if plan is None else len(fmt.dumps(plan.to_json())) + 10
+        self._plan_bytes = 0 if plan is None else sum(map(len, plan.pieces())) + 10
 
     def _add_catalog(self, entry: CatalogEntry) -> None:
         self._catalog[entry.key] = entry
@@ -629,6 +638,20 @@ class BundleWriter:
             self._ensure_room(h.length + len(data) + index_growth)
         self._part.fh.write(fmt.encode_record_header(h) + data)
         self.bytes_written += h.length + len(data)
+
+    def _write_pieces(self, rtype: int, media_type: str, pieces: Callable[[], Iterator[bytes]]) -> None:
+        """A small record whose payload ``pieces()`` gives (twice: first for its length and
+        checksums), never whole in memory (the export's plan)."""
+        sha, crc, length = hashlib.sha256(), 0, 0
+        for piece in pieces():
+            sha.update(piece)
+            crc, length = zlib.crc32(piece, crc), length + len(piece)
+        h = RecordHeader(rtype, fmt.NONE, "sha256:" + sha.hexdigest(), media_type, length, 0, length, length, crc)
+        self._ensure_room(h.length + length)
+        self._part.fh.write(fmt.encode_record_header(h))
+        for piece in pieces():
+            self._part.fh.write(piece)
+        self.bytes_written += h.length + length
 
     # ---- Target ------------------------------------------------------------------------------
 
@@ -817,10 +840,11 @@ class BundleWriter:
             desc.digest, desc.media_type, desc.size, fmt.CODEC_NAMES[codec], start, sink.stored,
             offset, sink.length, self._part.number,
         )
-        crcs = self._part.crcs
+        crcs = self._part.crcs if self._signer is not None else None  # kept to the part's end: only to sign it
 
         def header(crc: int) -> bytes:  # on the pipeline's thread, once the payload is out
-            crcs[start] = crc  # what a signature states about this record
+            if crcs is not None:
+                crcs[start] = crc  # what a signature states about this record
             return fmt.encode_record_header(entry.header(crc))
 
         out.end_record(start, header)

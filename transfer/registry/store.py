@@ -231,8 +231,9 @@ class RegistryStore:
         asks them (HEAD) before uploading, and mounts from the first that holds it."""
         with self._lock:
             for digest, repos in homes.items():
-                known = self._hints.setdefault(digest, [])
-                known += [r for r in repos if r not in known]
+                if repos := list(repos):  # no entry for none: one per blob of a run would stay to its end
+                    known = self._hints.setdefault(digest, [])
+                    known += [r for r in repos if r not in known]
 
     def find_home(self, repo: str, digest: str) -> str | None:
         """A repository other than ``repo`` known (this run) or hinted and found (HEAD) to hold
