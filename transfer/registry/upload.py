@@ -31,7 +31,7 @@ from transfer.errors import NotFoundError, RegistryError, UploadError, UsageErro
 from transfer.interrupt import check
 from transfer.models import Descriptor
 from transfer.registry.client import RegistryClient, UploadStatus
-from transfer.registry.cursor import BlobCursor, OpenAt, SourceFailed
+from transfer.registry.cursor import SPOOL_IN_MEMORY, BlobCursor, OpenAt, SourceFailed
 from transfer.registry.journal import JournalEntry, UploadJournal
 from transfer.registry.settings import (
     MAX_CHUNK_MIN,
@@ -328,7 +328,13 @@ class _BlobUpload:
         self._forget()
 
     def _chunk(self, session: _Session) -> int:
-        size = effective_chunk_size(self.up.next_chunk(), self.settings, session.min_chunk)
+        wanted = self.up.next_chunk()
+        if self.cursor.may_stall and self.up.chunk_size is None:
+            # a spooled chunk is read whole before it is sent, the next one read meanwhile: chunks
+            # that fit the spool's memory keep reading and sending side by side (one 400 MB chunk
+            # was read from a pipe, then sent, in turn)
+            wanted = min(wanted, SPOOL_IN_MEMORY)
+        size = effective_chunk_size(wanted, self.settings, session.min_chunk)
         limit = self.up.body_limit
         if limit and limit < size:  # but not under the minimum chunk the registry asks for
             size = max(limit, self.settings.min_chunk or 0, min(session.min_chunk or 0, MAX_CHUNK_MIN))
