@@ -33,6 +33,7 @@ from benchmarks.bench_export import SKOPEO_SYNC
 from benchmarks.common import (Content, Registry, Run, Skopeo, baseline_label, baseline_run, build_content, common_args,
                                machine, measure, measure_all, median, mib, seeded_registry, size_arg, table, transfer_cmd,
                                warm_bytecode, warm_tree)
+from benchmarks.floor_import import Job as FloorJob
 from transfer.sizes import format_size
 
 SKOPEO_IMPORT = ["skopeo", "sync", "--src", "dir", "--dest", "docker", "--all", "--preserve-digests",
@@ -66,7 +67,10 @@ def importers(bundle: Path, skopeo_dir: Path, content: Content, work: Path, chun
         namespaces = sorted({repo.split("/")[0] for repo in content.repos})
         return measure_all([[*SKOPEO_IMPORT, str(skopeo_dir / ns), f"{dst.host}/{ns}"] for ns in namespaces])
 
-    tools = {"transfer": transfer(), "skopeo": skopeo}
+    floor = FloorJob(content)
+    tools = {"transfer": transfer(), "skopeo": skopeo,
+             # what the registry itself allows: a bare client's POST + PUT per blob, mounts, manifests
+             "floor (benchmarks/floor_import.py)": lambda dst: Run(floor.run(dst.host), 0, "")}
     if baseline:
         warm_tree(baseline)
         journal = work / "journal-baseline.json"
