@@ -12,12 +12,14 @@ import threading
 from pathlib import Path
 
 import pytest
+import requests
 
 import transfer.bundle.writer as writer_module
 from tests.cli_helpers import ROOT, run_cli
 from transfer import api
 from transfer.bundle import BundleReader
 from transfer.bundle import format as fmt
+from transfer.bundle.sequential import BundleStream
 from transfer.bundle.stream import iter_records
 
 V1_BUNDLE = ROOT / "tests" / "data" / "bundle-v1.bundle"  # written by the version 1 writer (commit bfc3d93)
@@ -252,3 +254,32 @@ def test_an_unfinished_export_through_a_pipe_imports_with_allow_incomplete(regis
     assert skopeo.digest(dest, "sample/small:small") == registry.seeded["small"].manifest.digest
     prune, _ = pipe(export, ["import", "-", dest.host, "--prune"])
     assert prune.returncode == 2 and b"--prune needs the bundle as a file" in prune.stderr
+
+
+def test_a_damaged_blob_in_a_stream_is_refused_before_it_lands(sample_layout, fresh_registry, tmp_path):
+    """The stream importer checks each blob's sha256 (not the records' CRC-32 too, as the file
+    importer): a flipped byte in a layer ends the import with one line naming the layer, and the
+    registry never commits it nor any manifest above it."""
+    layout, _ = sample_layout
+    bundle = tmp_path / "s.bundle"
+    api.export([], str(bundle), source=f"oci:{layout.root}")
+    with open(bundle, "rb") as f:
+        layer = next(r for r in iter_records(f, "s.bundle") if r.header.type == fmt.CONTENT
+                     and "layer" in r.header.media_type and r.header.stored_length > 4096)
+        offset, h = layer.offset, layer.header
+    damaged = bytearray(bundle.read_bytes())
+    damaged[offset + h.length + h.stored_length // 2] ^= 0xFF
+    dest = fresh_registry()
+    res = subprocess.run(CLI + ["import", "-", dest.host, "-q", "--journal", str(tmp_path / "j.json")],
+                         input=bytes(damaged), capture_output=True, env=ENV, cwd=ROOT, timeout=120)
+    err = res.stderr.decode()
+    assert res.returncode == 1 and h.digest in err and "Traceback" not in err, err
+    with open(bundle, "rb") as f:
+        stream = BundleStream(f, "s.bundle")
+        holders = [i for i in stream.importable().images if any(b.digest == h.digest for b in i.blobs)]
+    assert holders
+    for image in holders:
+        base = f"http://{dest.host}/v2/{image.dst_repo}"
+        assert requests.head(f"{base}/blobs/{h.digest}", timeout=10).status_code == 404
+        for tag in image.tags:
+            assert requests.head(f"{base}/manifests/{tag}", timeout=10).status_code == 404

@@ -221,7 +221,9 @@ class _Content:
     def __init__(self, stream: BundleStream) -> None:
         assert stream._head is not None
         self._stream, self._digest, self._pos = stream, stream._head.header.digest, 0
-        self._reader: ChunkReader | None = stream._head.open()
+        # only ever read through fetch's VerifyingReader: the blob's sha256 covers these bytes, so
+        # the records' CRC-32 is not computed too (as the file reader does; 0.18 s of CPU per 468 MiB)
+        self._reader: ChunkReader | None = stream._head.open(crc=False)
 
     def read(self, n: int = -1) -> bytes:
         while self._reader is not None:
@@ -245,7 +247,7 @@ class _Content:
         if nxt is None or nxt.digest != self._digest or nxt.chunk_offset != self._pos:
             raise CorruptBundleError(f"{s.path}: the segments of {self._digest} are not together in the stream "
                                      "(a continued export): import from the file")
-        self._reader = s._head.open()
+        self._reader = s._head.open(crc=False)
 
     def close(self) -> None:
         """Nothing to release: the rest of the record is drained when the stream moves on."""

@@ -70,6 +70,10 @@ class PayloadReader:
         while self.read(READ_SIZE):
             pass
 
+    def unchecked(self) -> None:
+        """Before the first read: no CRC-32 (the caller verifies a digest of the same bytes)."""
+        self._check = False
+
 
 class ChunkReader:
     """The uncompressed bytes of one record: exactly ``chunk_length`` bytes or CorruptBundleError
@@ -133,6 +137,10 @@ class ChunkReader:
         while self.read(READ_SIZE):
             pass
 
+    def unchecked(self) -> None:
+        """Before the first read: no CRC-32 (the caller verifies a digest of the same bytes)."""
+        self._check = False
+
 
 @dataclass
 class Record:
@@ -143,7 +151,11 @@ class Record:
     part: int
     payload: PayloadReader
 
-    def open(self) -> ChunkReader:
+    def open(self, crc: bool = True) -> ChunkReader:
+        """``crc=False``: the payload's CRC-32 is not computed (a caller that checks the content's
+        sha256 over the same bytes, as the file reader does)."""
+        if not crc:
+            self.payload.unchecked()
         return ChunkReader(self.payload, self.header)
 
     def read_small(self) -> bytes:
