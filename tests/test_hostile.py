@@ -11,8 +11,11 @@ import io
 import json
 import logging
 import random
+import subprocess
+import sys
 import tarfile
 import zlib
+from pathlib import Path
 
 import pytest
 from cli_helpers import run_cli, spawn_cli
@@ -423,3 +426,22 @@ def test_an_unexpected_exception_is_one_line(monkeypatch, capsys, tmp_path):
     res = run_cli(capsys, "ls", tmp_path / "x")
     assert res.code == 1 and "internal error: RuntimeError: something \\x1b[2J broke" in res.err
     assert "--debug" in res.err and "Traceback" not in res.err
+
+
+@pytest.mark.parametrize("tail", [b'\\"', b'"\\'])
+def test_unclosed_strings_cost_linear_time(tail):
+    """Quotes that never close (a manifest or a bundle index of 4 MiB of them) made the shape check
+    scan to the end again from every quote: hours of CPU before json.loads refused the document.
+    An unclosed string now runs to the end; the document is still refused in one clean error. (A
+    child process, so a regression fails on its timeout instead of hanging the suite.)"""
+    probe = ("import sys\n"
+             "from transfer.errors import CorruptBundleError\n"
+             "from transfer.untrusted import load_json\n"
+             f"raw = b'[' + {tail!r} * (2 << 20)\n"
+             "try:\n"
+             "    load_json(raw, 'index', CorruptBundleError, 64 << 20)\n"
+             "except CorruptBundleError as exc:\n"
+             "    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0 and done.stdout.startswith("index is not valid JSON"), done.stdout + done.stderr

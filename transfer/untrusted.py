@@ -25,7 +25,9 @@ MAX_DEPTH = 64  # OCI manifests nest 4 deep; nothing we read needs more
 MAX_NUMBER_DIGITS = 19  # an int64 has 19 digits: sizes and offsets fit
 MAX_JSON_FILE = 256 << 20  # a JSON file named on the command line (an inventory)
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# a string; one never closed runs to the end (the document is not JSON, and json.loads says so):
+# without that, each quote after it started a scan to the end again (quadratic on a hostile input)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _LONG_NUMBER = re.compile(rb"[0-9]{%d}" % (MAX_NUMBER_DIGITS + 1))
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 opening, -1 (signed) closing

@@ -137,10 +137,6 @@ class ChunkReader:
         while self.read(READ_SIZE):
             pass
 
-    def unchecked(self) -> None:
-        """Before the first read: no CRC-32 (the caller verifies a digest of the same bytes)."""
-        self._check = False
-
 
 @dataclass
 class Record:
