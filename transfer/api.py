@@ -27,7 +27,7 @@ from transfer.errors import (CorruptBundleError, ImagePolicyError, IncompleteErr
 from transfer.keys import ECDSA_P256, PrivateKey, PublicKey
 from transfer.models import Descriptor
 from transfer.options import (CopyOptions, ExportOptions, ImportOptions, InventoryOptions, RegistryAccess,
-                              UnpackOptions, UploadOptions)
+                              UnpackOptions)
 from transfer.progress import NullProgress, Progress
 from transfer.reference import Reference, RegistryPath
 from transfer.registry import RegistryStore
@@ -39,14 +39,11 @@ from transfer.selection import (CatalogFilter, Selection, declare_expected, is_r
                                 noting_platforms, parse_platforms, parse_reference_file, select_repositories)
 from transfer.store import ImagePlan, Source
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (the modules themselves are imported where a job uses them: a fast start)
+    from transfer.bundle.verify import VerifyReport
     from transfer.cosign import PolicyResult
-    from transfer.bundle.verify import VerifyReport, verify as verify_bundle, verify_stream
-    from transfer.import_ import (RepositoryMapping, SpanningBlob, TagDecisions, check_expected, decide_tags,
-                                  forget_finished, mount_expected, mount_homes, plan_imports, push_spanning, recorded_plans, verify_tags)
-    from transfer.interop import RenamedSource, export_source
-    from transfer.inventories import build_inventory, load_have, write_inventory
-    from transfer.restore import diff_tags, plan_prune, registry_tags, run_prune
+    from transfer.import_ import SpanningBlob, TagDecisions
+    from transfer.interop import RenamedSource
 
 JOURNAL_MAX_AGE = 7 * 24 * 3600  # distribution purges unfinished uploads after 168 h
 

@@ -21,7 +21,7 @@ import queue
 import threading
 import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, ClassVar, Iterator, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, ClassVar, Iterable, Iterator, Union
 
 import zstandard
 
@@ -31,7 +31,7 @@ from transfer.bundle.format import BundlePlan, CatalogEntry, ChunkEntry, IndexDo
 from transfer.bundle.lock import BundleLock
 from transfer.bundle.reader import LoadedPart, find_parts, load_part
 from transfer.bundle.stream import ContentStream
-from transfer.digest import READ_SIZE, Digester, Readable, VerifyingReader, digest_bytes
+from transfer.digest import READ_SIZE, Digester, Readable, VerifyingReader
 from transfer.errors import BundleError, IntegrityError, TransferError, UnsupportedManifestError
 from transfer.interrupt import check as check_stop
 from transfer.models import MAX_MANIFEST_SIZE, Descriptor, Platform, parse_manifest
@@ -329,12 +329,24 @@ def _bytes_opener(desc: Descriptor, raw: bytes) -> Any:
     return lambda: VerifyingReader(io.BytesIO(raw), desc.digest, desc.size, f"manifest {desc.digest}")
 
 
+def small_header(rtype: int, media_type: str, pieces: Iterable[bytes]) -> RecordHeader:
+    """The header of an uncompressed record whose payload is ``pieces`` (its digest, length and
+    CRC-32 taken as they pass: a payload given in pieces need not be whole in memory)."""
+    sha, crc, length = hashlib.sha256(), 0, 0
+    for piece in pieces:
+        sha.update(piece)
+        crc, length = zlib.crc32(piece, crc), length + len(piece)
+    return RecordHeader(rtype, fmt.NONE, "sha256:" + sha.hexdigest(), media_type, length, 0, length, length, crc)
+
+
+def _trailer(h: RecordHeader, start: int, flags: int) -> bytes:
+    return fmt.encode_trailer(fmt.Trailer(start, h.stored_length, bytes.fromhex(h.digest[7:]), flags))
+
+
 def index_bytes(data: bytes, start: int, flags: int) -> bytes:
     """The INDEX record holding ``data`` and the trailer after it, for an index starting at ``start``."""
-    digest = digest_bytes(data)
-    h = RecordHeader(fmt.INDEX, fmt.NONE, digest, fmt.INDEX_TYPE, len(data), 0, len(data), len(data), zlib.crc32(data))
-    return (fmt.encode_record_header(h) + data
-            + fmt.encode_trailer(fmt.Trailer(start, len(data), bytes.fromhex(digest[7:]), flags)))
+    h = small_header(fmt.INDEX, fmt.INDEX_TYPE, (data,))
+    return fmt.encode_record_header(h) + data + _trailer(h, start, flags)
 
 
 def append_index(fh: Any, doc: IndexDoc) -> int:
@@ -342,15 +354,11 @@ def append_index(fh: Any, doc: IndexDoc) -> int:
     it (a stream: flush it); return the file's size. The index is encoded twice, piece by piece
     (its length and checksums first, for the header), never whole in memory."""
     flags = fmt.TRAILER_COMPLETE | fmt.TRAILER_FINAL if doc.complete else 0
-    start, sha, crc, length = fh.tell(), hashlib.sha256(), 0, 0
-    for piece in fmt.index_pieces(doc):
-        sha.update(piece)
-        crc, length = zlib.crc32(piece, crc), length + len(piece)
-    h = RecordHeader(fmt.INDEX, fmt.NONE, "sha256:" + sha.hexdigest(), fmt.INDEX_TYPE, length, 0, length, length, crc)
+    start, h = fh.tell(), small_header(fmt.INDEX, fmt.INDEX_TYPE, fmt.index_pieces(doc))
     fh.write(fmt.encode_record_header(h))
     for piece in fmt.index_pieces(doc):
         fh.write(piece)
-    fh.write(fmt.encode_trailer(fmt.Trailer(start, length, sha.digest(), flags)))
+    fh.write(_trailer(h, start, flags))
     if isinstance(fh, StreamOut):
         fh.flush()
         return fh.tell()
@@ -633,7 +641,7 @@ class BundleWriter:
 
     def _write_small(self, rtype: int, media_type: str, obj: Any, index_growth: int) -> None:
         data = fmt.dumps(obj)
-        h = RecordHeader(rtype, fmt.NONE, digest_bytes(data), media_type, len(data), 0, len(data), len(data), zlib.crc32(data))
+        h = small_header(rtype, media_type, (data,))
         if rtype != fmt.META:
             self._ensure_room(h.length + len(data) + index_growth)
         self._part.fh.write(fmt.encode_record_header(h) + data)
@@ -642,16 +650,12 @@ class BundleWriter:
     def _write_pieces(self, rtype: int, media_type: str, pieces: Callable[[], Iterator[bytes]]) -> None:
         """A small record whose payload ``pieces()`` gives (twice: first for its length and
         checksums), never whole in memory (the export's plan)."""
-        sha, crc, length = hashlib.sha256(), 0, 0
-        for piece in pieces():
-            sha.update(piece)
-            crc, length = zlib.crc32(piece, crc), length + len(piece)
-        h = RecordHeader(rtype, fmt.NONE, "sha256:" + sha.hexdigest(), media_type, length, 0, length, length, crc)
-        self._ensure_room(h.length + length)
+        h = small_header(rtype, media_type, pieces())
+        self._ensure_room(h.length + h.stored_length)
         self._part.fh.write(fmt.encode_record_header(h))
         for piece in pieces():
             self._part.fh.write(piece)
-        self.bytes_written += h.length + length
+        self.bytes_written += h.length + h.stored_length
 
     # ---- Target ------------------------------------------------------------------------------
 

@@ -373,8 +373,13 @@ def _no_netrc(request: requests.PreparedRequest) -> requests.PreparedRequest:
 
 
 class _Session(requests.Session):
+    """requests' Session without its per-request work on the environment, and never ~/.netrc:
+    requests looks it up for every request that has no auth of its own (a file system call each
+    time), and after every redirect; an entry for the host would replace the registry's token."""
+
     def __init__(self) -> None:
         super().__init__()
+        self.auth = _no_netrc  # a request "with auth" of its own: no netrc lookup
         self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
@@ -417,9 +422,6 @@ class Transport:
         self.sleep = sleep
         self.session = _Session()
         self.session.headers["User-Agent"] = USER_AGENT
-        # requests looks up ~/.netrc for every request that has no auth of its own (a file system
-        # call per request), and a netrc entry for the host would replace the registry token
-        self.session.auth = _no_netrc
         self.session.verify = policy.verify
         # kept-alive connections: as many as threads may ask at once (more would be closed after use)
         self.session.mount("https://", _TLSAdapter(policy, pool_maxsize=connections))
